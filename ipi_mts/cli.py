@@ -1,0 +1,105 @@
+"""The `ipi-mts` command: thin argument parsing over the package's subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+def _key_value(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_serve(sub):
+    p = sub.add_parser(
+        "serve",
+        help="serve a potential to i-PI over its socket protocol",
+        description=(
+            "Connect to a running i-PI as a force driver and serve MODEL's energies, forces and "
+            "virials. K connections in one process are evaluated together as one batched "
+            "model call. Exits when i-PI sends EXIT or closes."
+        ),
+        epilog=(
+            "examples:\n"
+            "  ipi-mts serve --model qtip4pf --unix water\n"
+            "  ipi-mts serve --model qtip4pf-intra --host 127.0.0.1 --port 31415 --connections 8"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="potential name (qtip4pf, qtip4pf-intra, qtip4pf-inter, lj, harmonic)")
+    p.add_argument("--component", default="full", choices=["full", "fast", "slow"], help="part of a learned pair to serve (default: full)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME", help="i-PI UNIX socket address (the <address> of an <ffsocket mode='unix'>)")
+    where.add_argument("--port", type=int, help="i-PI TCP port (with --host)")
+    p.add_argument("--host", default="127.0.0.1", help="i-PI TCP host (default: loopback)")
+    p.add_argument("--prefix", default="/tmp/ipi_", help="UNIX socket file prefix (default: /tmp/ipi_)")
+    p.add_argument("--connections", type=int, default=1, metavar="K", help="connections held to i-PI, e.g. one per bead (default: 1)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to keep retrying to connect (default: 60)")
+    p.add_argument("--template", metavar="FILE", help="structure file giving the atom species (i-PI sends none)")
+    p.add_argument("--param", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model parameter, repeatable")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from .server.serve import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_run(sub):
+    p = sub.add_parser(
+        "run",
+        help="run an i-PI input with ipi-mts motion classes and local drivers",
+        description=(
+            "Run i-PI on INPUT.xml in this process. Every <ffsocket mode='unix'> whose "
+            "<parameters> name a model (e.g. {model: qtip4pf-intra}) gets a local "
+            "`ipi-mts serve`, restarted if it dies; for mode='inet' forcefields the driver "
+            "commands are printed for you to start elsewhere."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT.xml", help="i-PI XML input (or a RESTART file)")
+    p.add_argument("--steps", type=int, help="override <total_steps>")
+    p.add_argument("--print-drivers", action="store_true", help="print the driver command lines and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .launcher import run_from_args
+
+    return run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipi-mts",
+        description="i-PI force drivers and integrators for multiple-time-step molecular dynamics.",
+    )
+    parser.add_argument("--version", action="version", version=f"ipi-mts {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_run(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"ipi-mts {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ipi-mts {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Energy models and the one wrapper that derives forces and virial from them.
+
+Every potential is an `EnergyModel`: it maps a `State` to one energy per structure (eV).
+`evaluate` derives, by autograd and for every model alike,
+
+    F_i = -dE/dr_i                                (eV/Å)
+    W   = -dE/dε  at ε = 0,  r -> r (1 + ε)ᵀ, cell -> cell (1 + ε)ᵀ   (eV)
+
+so W_ab = Σ_i F_ia r_ib for a pair potential: i-PI's virial (an energy, not divided by the
+volume, Σ f ⊗ r).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..state import State
+
+
+class EnergyModel(torch.nn.Module):
+    """Base class: subclasses implement `energy(state) -> (n_structures,) eV`."""
+
+    def energy(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, numbers) -> None:
+        """Raise UserError if the model cannot handle a structure with these atomic numbers."""
+
+    def default_numbers(self, n_atoms: int):
+        """Atomic numbers to assume when i-PI sends none and no template is given, or None
+        if the model needs to be told."""
+        return None
+
+    def forward(self, state: State) -> torch.Tensor:
+        return self.energy(state)
+
+
+@dataclass
+class Evaluation:
+    energy: torch.Tensor  # (n_structures,) eV
+    forces: torch.Tensor  # (n_atoms, 3) eV/Å
+    virial: torch.Tensor  # (n_structures, 3, 3) eV, Σ f ⊗ r
+
+
+def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Evaluation:
+    """Energy, forces = -∂E/∂r and virial = -∂E/∂ε of every structure in `state`."""
+    with torch.enable_grad():
+        strain = torch.zeros_like(state.cell, requires_grad=True)
+        positions = state.positions.detach().requires_grad_(True)
+        deformation = torch.eye(3, dtype=state.cell.dtype, device=state.cell.device) + strain
+        # r -> r (1 + ε)ᵀ per structure; cell rows deform the same way
+        strained = replace(
+            state,
+            positions=torch.einsum("ni,nji->nj", positions, deformation[state.batch]),
+            cell=torch.einsum("bki,bji->bkj", state.cell, deformation),
+        )
+        energy = model.energy(strained)
+        grad_r, grad_e = torch.autograd.grad(
+            energy.sum(), (positions, strain), create_graph=create_graph, allow_unused=True
+        )
+    forces = -grad_r if grad_r is not None else torch.zeros_like(positions)
+    virial = -grad_e if grad_e is not None else torch.zeros_like(state.cell)
+    return Evaluation(energy=energy, forces=forces, virial=virial)
