@@ -68,6 +68,7 @@ def _add_run(sub):
     p.add_argument("--steps", type=int, help="override <total_steps>")
     p.add_argument("--print-drivers", action="store_true", help="print the driver command lines and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="keep i-PI's own verbosity (default: quiet)")
     p.set_defaults(func=_run)
 
 
