@@ -1,0 +1,142 @@
+"""The integrator of `<dynamics mode='mts'>`: multiple-time-step (RESPA) dynamics with the
+thermostat outside the whole step or inside the innermost loop."""
+
+from __future__ import annotations
+
+import numpy as np
+from ipi.engine.barostats import Barostat
+from ipi.engine.motion.dynamics import NVEIntegrator, NVTIntegrator
+from ipi.engine.thermostats import Thermostat
+
+from .monitor import GuardSettings, Monitor
+from .registration import PLACEMENTS
+
+
+class MTSIntegrator(NVTIntegrator):
+    r"""Multiple-time-step integrator with any number of force levels.
+
+    Levels k = 0 … L-1, outer first, with forces F_k = Σ_c w_{c,k} F_c from `<mts_weights>`
+    and n_k = `nmts[k]` iterations; the step of level k is h_k = Δt / (n_0 n_1 … n_k) and the
+    innermost step is δ = h_{L-1} = Δt / Π_k n_k. Sub-steps, as operators on (q, p):
+
+        B_k(τ):  p ← p + τ F_k(q)         (level-0 kicks include the bias force)
+        A(τ):    centroid q ← q + τ p/m, then exact free ring-polymer propagation of the
+                 internal normal modes for τ (i-PI's `qcstep` + `nm.free_qstep`)
+        O(τ):    the thermostat for a time τ (Langevin, PILE_L/G, SVR, GLE, … ;
+                 its heat goes into `ethermo`, so the conserved energy stays conserved)
+
+    and the nested velocity-Verlet map of level k (R_L denotes the innermost drift):
+
+        R_k = [ B_k(h_k/2) R_{k+1} B_k(h_k/2) ]^{n_k},   k = 0 … L-1
+        R_L = A(δ)                                         (no thermostat, or 'outer')
+
+    thermostat_placement='outer' (default) is i-PI's own nve/nvt with the same `nmts`, bit
+    for bit:
+
+        no thermostat (NVE):  Φ(Δt) = R_0
+        obabo:                Φ(Δt) = O(Δt/2) R_0 O(Δt/2)
+        baoab:                Φ(Δt) = R_0^{(ba)} O(Δt) R_0^{(ab)}
+
+    where R_0^{(ba)}, R_0^{(ab)} are the two halves of R_0 split at the middle of its
+    innermost drift (i-PI's `mtsprop_ba` / `mtsprop_ab`).
+
+    thermostat_placement='inner' (BAOAB-RESPA, as OpenMM's MTSLangevinIntegrator) moves
+    the O step into the innermost loop, with the innermost time step δ:
+
+        baoab:  R_{L-1} = [ B_{L-1}(δ/2) A(δ/2) O(δ) A(δ/2) B_{L-1}(δ/2) ]^{n_{L-1}}
+        obabo:  R_{L-1} = [ O(δ/2) B_{L-1}(δ/2) A(δ) B_{L-1}(δ/2) O(δ/2) ]^{n_{L-1}}
+        Φ(Δt) = R_0,  with the outer kicks B_k(h_k/2), k < L-1, wrapped around as above.
+
+    The thermostat's time step is piped by i-PI from `tdt`: Δt/2 (obabo) or Δt (baoab)
+    for 'outer', δ/2 or δ for 'inner'. With a single level both placements coincide.
+    Every O adds the kinetic energy it removes to `ethermo`, wherever it is called, so the
+    conserved energy stays the one of i-PI's nvt. Its error is O(Δt²) for 'outer'; for
+    'inner' with a strong friction (PILE_L/PILE_G internal modes) it converges only as
+    O(Δt): the slow kicks at the ends of the outer step integrate ∫F·v dt by the trapezoid
+    rule over a velocity that the O steps have randomised in between (measured on the test
+    system, 4 beads, nmts=[1,4]: 5.2e-4 → 2.4e-4 Ha peak-to-peak per bead from Δt = 16 to
+    8 fs, against 7.5e-5 → 1.7e-5 for 'outer'; with SVR both are O(Δt²)-like).
+    Centre-of-mass and fixed-atom constraints are applied after every kick and every O,
+    as i-PI does. Barostats (NPT) are not supported: use i-PI's mode='npt' with `<nmts>`.
+    """
+
+    def __init__(self, thermostat_placement="outer", guard=None):
+        super().__init__()
+        if thermostat_placement not in PLACEMENTS:
+            raise ValueError(
+                f"thermostat_placement must be one of {PLACEMENTS}, not '{thermostat_placement}'"
+            )
+        self.thermostat_placement = thermostat_placement
+        self.guard_settings = GuardSettings.from_dict(guard)
+        self.monitor = None
+
+    # ------------------------------------------------------------------ set-up
+    def get_tdt(self):
+        tdt = super().get_tdt()
+        if self.thermostat_placement == "inner":
+            tdt = tdt / int(np.prod(self.nmts))
+        return tdt
+
+    def bind(self, motion):
+        if type(motion.barostat) is not Barostat:
+            raise ValueError(
+                "<dynamics mode='mts'> does not support barostats (NPT): use mode='npt' with "
+                "<nmts> for multiple-time-step NPT, or remove the <barostat>"
+            )
+        self.motion = motion
+        super().bind(motion)
+        self.thermostatted = type(self.thermostat) is not Thermostat
+        if self.thermostatted and self.ensemble.temp < 0:
+            raise ValueError(
+                "<dynamics mode='mts'> with a thermostat needs a positive <ensemble><temperature>"
+            )
+        if self.beads.nbeads > 1 and self.ensemble.temp < 0:
+            raise ValueError(
+                "path-integral <dynamics mode='mts'> needs a positive <ensemble><temperature> "
+                "(it sets the ring-polymer springs), also without a thermostat"
+            )
+        self.monitor = Monitor(self.guard_settings)
+        self.monitor.bind(self, getattr(motion, "output_maker", None))
+
+    # ------------------------------------------------------------------ steps
+    def _inner(self, level):
+        """R_level with the thermostat in the innermost loop."""
+        last = self.nmtslevels - 1
+        obabo = self.splitting == "obabo"
+        for _ in range(int(self.nmts[level])):
+            if level == last and obabo:
+                self.tstep()
+                self.pconstraints()
+            self.pstep(level)
+            self.pconstraints()
+            if level < last:
+                self._inner(level + 1)
+            elif obabo:
+                self.qcstep()
+                self.nm.free_qstep()
+                self.qcstep()
+                self.nm.free_qstep()
+            else:
+                self.qcstep()
+                self.nm.free_qstep()
+                self.tstep()
+                self.pconstraints()
+                self.qcstep()
+                self.nm.free_qstep()
+            self.pstep(level)
+            self.pconstraints()
+            if level == last and obabo:
+                self.tstep()
+                self.pconstraints()
+
+    def step(self, step=None):
+        """One time step Δt, then the guard."""
+        if self.splitting not in ("obabo", "baoab"):
+            raise ValueError("Invalid splitting requested. Only OBABO and BAOAB are supported.")
+        if not self.thermostatted:
+            NVEIntegrator.step(self, step)
+        elif self.thermostat_placement == "outer":
+            NVTIntegrator.step(self, step)
+        else:
+            self._inner(0)
+        self.monitor.after_step(step)

@@ -1,0 +1,213 @@
+"""Registration of `<dynamics mode='mts'>` into i-PI, in memory, without touching its files.
+
+i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (idempotent):
+
+1. appends ``'mts'`` to ``InputDynamics.attribs["mode"][1]["options"]``;
+2. adds to `<dynamics>` the attribute ``thermostat_placement`` ('outer' | 'inner', default
+   'outer') and the field ``<mts_guard>`` (blow-up guard and monitor settings); both are
+   read from XML (`InputDynamics.fetch` passes them to `Dynamics.__init__`) and written
+   back into RESTART files (`InputDynamics.store`); both are written only when they differ
+   from their defaults, so i-PI's own modes write the same RESTART files as before;
+3. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator` (a
+   subclass of i-PI's `NVTIntegrator`). The object stays a `Dynamics`, so its thermostat,
+   barostat, ``nmts`` and ``ethermo`` are stored in RESTART by i-PI's own code. Any other
+   mode runs i-PI's code unchanged (the two new settings must then be at their defaults).
+
+A RESTART with ``mode='mts'`` needs the same registration to load: run it with
+``ipi-mts run FILE``. Plain ``i-pi`` cannot be taught a message of ours without patching
+its files; it stops while reading the input with a traceback that ends in::
+
+    ValueError: mts is not a valid option (['nve', 'nvt', 'npt', 'nst', 'sc', 'scnpt', 'nvt-cc'])
+
+(or, for ``thermostat_placement='inner'``, ``NameError: Attribute name
+'thermostat_placement' is not a recognized property of 'dynamics' objects``). RESTART files
+of mts runs carry an XML comment inside `<dynamics>` that says how to run them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+MODE = "mts"
+PLACEMENTS = ("outer", "inner")
+RUN_HINT = "mode 'mts' needs ipi-mts: run it with `ipi-mts run FILE`"
+
+_lock = threading.Lock()
+_registered = False
+
+
+def _guard_input_class():
+    """The input class of `<mts_guard>` (built lazily: it needs i-PI's input machinery)."""
+    from ipi.utils.inputvalue import InputDictionary, InputValue
+
+    from .monitor import GuardSettings
+
+    d = GuardSettings()
+
+    class InputMTSGuard(InputDictionary):
+        """Blow-up guard and monitor of `<dynamics mode='mts'>`."""
+
+        fields = {
+            "stride": (
+                InputValue,
+                {
+                    "dtype": int,
+                    "default": d.stride,
+                    "help": "Every `stride` steps: the closest-pair check and one line of the "
+                    "monitor file. NaN and temperature checks run every step. 0 switches "
+                    "the guard and the monitor off.",
+                },
+            ),
+            "max_temperature_factor": (
+                InputValue,
+                {
+                    "dtype": float,
+                    "default": d.max_temperature_factor,
+                    "help": "Stop when the kinetic temperature exceeds this multiple of the "
+                    "ensemble temperature (0: no temperature check; NVE runs without a "
+                    "temperature are never checked).",
+                },
+            ),
+            "min_distance": (
+                InputValue,
+                {
+                    "dtype": float,
+                    "default": d.min_distance,
+                    "dimension": "length",
+                    "help": "Stop when two atoms (of any bead) come closer than this (0: no check).",
+                },
+            ),
+            "file": (
+                InputValue,
+                {
+                    "dtype": str,
+                    "default": d.file,
+                    "help": "Monitor file (with the output prefix): step, time, conserved "
+                    "energy, its drift and the kinetic temperature of each species, every "
+                    "`stride` steps. 'none' writes no file.",
+                },
+            ),
+        }
+        default_help = (
+            "Blow-up guard and monitor of mode='mts': a run that produces NaN, overheats or "
+            "collapses two atoms stops with one line and a RESTART of the last stored step."
+        )
+        default_label = "MTS_GUARD"
+
+    return InputMTSGuard
+
+
+def _wrap_input_dynamics(InputDynamics):
+    from ipi.utils.inputvalue import InputAttribute
+
+    options = InputDynamics.attribs["mode"][1]["options"]
+    if MODE not in options:
+        options.append(MODE)
+
+    InputDynamics.attribs["thermostat_placement"] = (
+        InputAttribute,
+        {
+            "dtype": str,
+            "default": "outer",
+            "options": list(PLACEMENTS),
+            "help": "mode='mts' only. 'outer': the thermostat acts around the whole MTS step "
+            "(as i-PI's nve/nvt with nmts); 'inner': its O steps act in the innermost loop, "
+            "with the innermost time step (BAOAB-RESPA).",
+        },
+    )
+    InputDynamics.fields["mts_guard"] = (
+        _guard_input_class(),
+        {"default": {}, "help": "mode='mts' only: blow-up guard and monitor settings."},
+    )
+
+    def ours(self):
+        # InputDrivenDynamics inherits store/fetch but has neither setting
+        return "thermostat_placement" in self.__dict__ and "mts_guard" in self.__dict__
+
+    orig_store, orig_fetch, orig_write = InputDynamics.store, InputDynamics.fetch, InputDynamics.write
+
+    @functools.wraps(orig_store)
+    def store(self, dyn):
+        orig_store(self, dyn)
+        if dyn == {} or not ours(self):
+            return
+        self.thermostat_placement.store(getattr(dyn, "thermostat_placement", "outer"))
+        guard = getattr(dyn, "mts_guard", None)
+        if guard:
+            self.mts_guard.store(guard)
+
+    @functools.wraps(orig_fetch)
+    def fetch(self):
+        rv = orig_fetch(self)
+        if ours(self):
+            rv["thermostat_placement"] = self.thermostat_placement.fetch()
+        return rv
+
+    @functools.wraps(orig_write)
+    def write(self, name="", indent="", text="\n"):
+        if ours(self) and self.mode.value == MODE and text == "\n":
+            text = "\n" + indent + "   <!-- " + RUN_HINT + " -->\n"
+        return orig_write(self, name=name, indent=indent, text=text)
+
+    for f, w in (("store", store), ("fetch", fetch), ("write", write)):
+        w.__ipi_mts_original__ = getattr(InputDynamics, f)
+        setattr(InputDynamics, f, w)
+
+
+def _wrap_dynamics(Dynamics):
+    orig_init = Dynamics.__init__
+
+    @functools.wraps(orig_init)
+    def __init__(self, *args, thermostat_placement="outer", mts_guard=None, **kwargs):
+        orig_init(self, *args, **kwargs)
+        self.thermostat_placement = thermostat_placement
+        self.mts_guard = dict(mts_guard or {})
+        if self.enstype == MODE:
+            from .mts import MTSIntegrator
+
+            self.integrator = MTSIntegrator(thermostat_placement, self.mts_guard)
+        elif thermostat_placement != "outer":
+            raise ValueError(
+                f"thermostat_placement='{thermostat_placement}' needs <dynamics mode='mts'>, "
+                f"not mode='{self.enstype}'"
+            )
+
+    __init__.__ipi_mts_original__ = orig_init
+    Dynamics.__init__ = __init__
+
+
+def register() -> None:
+    """Teach i-PI `<dynamics mode='mts'>`. Call before parsing any XML; safe to call again."""
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        from ipi.engine.motion.dynamics import Dynamics
+        from ipi.inputs.motion.dynamics import InputDynamics
+
+        _wrap_input_dynamics(InputDynamics)
+        _wrap_dynamics(Dynamics)
+        _registered = True
+
+
+def is_registered() -> bool:
+    return _registered
+
+
+def interactive_simulation(xml_input, **kwargs):
+    """`ipi.scripting.InteractiveSimulation` of `xml_input` (an XML string or open file), with
+    mode='mts' registered first."""
+    register()
+    from ipi.scripting import InteractiveSimulation
+
+    return InteractiveSimulation(xml_input, **kwargs)
+
+
+def load_simulation(xml_input, **kwargs):
+    """`ipi.engine.simulation.Simulation.load_from_xml(xml_input, **kwargs)` with mode='mts'
+    registered first."""
+    register()
+    from ipi.engine.simulation import Simulation
+
+    return Simulation.load_from_xml(xml_input, **kwargs)
