@@ -36,7 +36,7 @@ def neighbor_pairs(
     pbc_np = pbc.detach().cpu().numpy().astype(bool)
     counts = torch.bincount(batch, minlength=cell.shape[0]).cpu().numpy()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    ii, jj, ss, bb = [], [], [], []
+    ii, jj, ss = [], [], []
     for b, (start, count) in enumerate(zip(starts, counts)):
         box = cell_np[b] if pbc_np[b].any() else np.zeros((3, 3))
         i, j, s = calculator.compute(
@@ -45,13 +45,21 @@ def neighbor_pairs(
         ii.append(i.astype(np.int64) + start)
         jj.append(j.astype(np.int64) + start)
         ss.append(s)
-        bb.append(np.full(len(i), b, dtype=np.int64))
     device = positions.device
     i = torch.as_tensor(np.concatenate(ii), device=device)
     j = torch.as_tensor(np.concatenate(jj), device=device)
     shifts = torch.as_tensor(np.concatenate(ss), dtype=positions.dtype, device=device)
-    pair_batch = torch.as_tensor(np.concatenate(bb), device=device)
-    vectors = positions[j] - positions[i] + torch.einsum("pk,pkx->px", shifts, cell[pair_batch])
+    # index_select (backward: index_add) is much cheaper than advanced indexing here, and
+    # the Cartesian shifts S·cell are one small matrix product per structure (pairs come
+    # grouped by structure), not a (n_pairs, 3, 3) gather of the cells
+    bounds = np.concatenate([[0], np.cumsum([len(x) for x in ii])])
+    if cell.shape[0] == 1:
+        cartesian = shifts @ cell[0]
+    else:
+        cartesian = torch.cat(
+            [shifts[bounds[b] : bounds[b + 1]] @ cell[b] for b in range(cell.shape[0])]
+        )
+    vectors = positions.index_select(0, j) - positions.index_select(0, i) + cartesian
     return i, j, vectors
 
 
