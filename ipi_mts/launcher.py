@@ -10,6 +10,8 @@ with a user error (exit code 2) stops the run with its message, RESTART written.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shlex
 import socket
@@ -191,8 +193,8 @@ class Drivers:
         while not self._stop.wait(0.2):
             for plan in self.plans:
                 code = self.procs[plan.name].poll()
-                if code is None or self._stop.is_set():
-                    continue
+                if code is None or code == 0 or self._stop.is_set():
+                    continue  # running, or left cleanly because i-PI closed or said EXIT
                 if code == 2 or self.restarts[plan.name] >= RESTARTS_PER_DRIVER:
                     why = self._last_line(plan) or f"exit code {code}"
                     if code != 2:
@@ -211,6 +213,9 @@ class Drivers:
                     file=sys.stderr,
                 )
                 self._start(plan)
+
+    def stop_watching(self):
+        self._stop.set()
 
     def stop(self, timeout=10.0):
         """Wait for the drivers to leave (i-PI has closed its sockets), then end them."""
@@ -245,6 +250,7 @@ class Progress:
         self.first_step = simulation.step
         self.times_ps: list[float] = []
         self.econs: list[float] = []
+        self.walls: list[float] = []
         self.start = time.time()
         self.bar = tqdm(
             total=simulation.tsteps - simulation.step,
@@ -262,6 +268,7 @@ class Progress:
         step = self.sim.step + 1  # steps completed
         self.times_ps.append(step * self.dt_fs * 1e-3)
         self.econs.append(float(self.system.ensemble.econs))
+        self.walls.append(time.time())
         done = step - self.first_step
         if done <= 0:
             return
@@ -281,6 +288,10 @@ class Progress:
 
         wall = time.time() - self.start
         steps = max(len(self.times_ps) - 1, 0)  # the first entry is the initial state
+        # steady state: from the end of the first step (drivers started and connected)
+        ms_per_step = float("nan")
+        if steps >= 2:
+            ms_per_step = 1000.0 * (self.walls[-1] - self.walls[1]) / (steps - 1)
         natoms = self.system.beads.natoms
         drift = float("nan")
         if steps >= 2:
@@ -289,7 +300,8 @@ class Progress:
         return {
             "steps": steps,
             "wall_s": wall,
-            "ns_per_day": _ns_per_day(steps * self.dt_fs, wall),
+            "ms_per_step": ms_per_step,
+            "ns_per_day": _ns_per_day(self.dt_fs, ms_per_step / 1000.0),
             "drift_mev_per_atom_ps": drift,
         }
 
@@ -344,7 +356,7 @@ def print_driver_commands(plans, simulation=None, prefix="/tmp/ipi_") -> None:
 
 
 def run_from_args(args) -> int:
-    from . import ipi_patches
+    from . import ipi_patches, motion
 
     path = Path(args.input)
     root = load_xml(path)
@@ -355,6 +367,7 @@ def run_from_args(args) -> int:
         return 0
     check_sockets(plans, prefix)
     ipi_patches.apply()
+    motion.register()
 
     from ipi.engine.simulation import Simulation
     from ipi.utils.softexit import softexit
@@ -394,11 +407,13 @@ def run_from_args(args) -> int:
         interrupted = True
     finally:
         progress.close()
-        try:
-            softexit.cleanup(
-                status="bad" if drivers.failure else "success",
-                message=drivers.failure or " @ ipi-mts run: done.",
-            )
+        drivers.stop_watching()
+        try:  # writes RESTART, closes i-PI's sockets (drivers leave); i-PI's chatter is dropped
+            with contextlib.redirect_stdout(sys.stdout if args.verbose else io.StringIO()):
+                softexit.cleanup(
+                    status="bad" if drivers.failure else "success",
+                    message=drivers.failure or " @ ipi-mts run: done.",
+                )
         except SystemExit:
             pass
         drivers.stop()
@@ -408,8 +423,11 @@ def run_from_args(args) -> int:
     status = "interrupted" if interrupted else "done"
     print(
         f"ipi-mts run: {status}: {s['steps']} steps in {s['wall_s']:.1f} s, "
-        f"{s['ns_per_day']:.3g} ns/day, conserved-energy drift "
+        f"{s['ms_per_step']:.3g} ms/step, {s['ns_per_day']:.3g} ns/day, conserved-energy drift "
         f"{s['drift_mev_per_atom_ps']:+.3g} meV/atom/ps"
         + (f", driver restarts {sum(drivers.restarts.values())}" if any(drivers.restarts.values()) else "")
     )
+    line = motion.summary_line(simulation)
+    if line:
+        print("ipi-mts run: " + line)
     return 1 if interrupted else 0

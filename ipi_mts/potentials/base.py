@@ -60,6 +60,8 @@ def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Ev
         grad_r, grad_e = torch.autograd.grad(
             energy.sum(), (positions, strain), create_graph=create_graph, allow_unused=True
         )
+    if not create_graph:
+        energy = energy.detach()
     forces = -grad_r if grad_r is not None else torch.zeros_like(positions)
     virial = -grad_e if grad_e is not None else torch.zeros_like(state.cell)
     return Evaluation(energy=energy, forces=forces, virial=virial)
