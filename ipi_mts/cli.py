@@ -78,6 +78,49 @@ def _run(args) -> int:
     return run_from_args(args)
 
 
+def _add_data(sub):
+    p = sub.add_parser("data", help="make and inspect training data")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    g = data.add_parser(
+        "generate",
+        help="run i-PI with a reference potential and write labelled frames (extxyz)",
+        description=(
+            "Run NVT with a reference potential through `ipi-mts run` at each temperature; keep "
+            "a frame every --sample-every fs and its partner --pair-offset fs later; label them "
+            "with the potential (energy eV, forces eV/Å, stress) and write extxyz."
+        ),
+    )
+    g.add_argument("--model", default="qtip4pf", help="reference potential (default: qtip4pf)")
+    g.add_argument("--structure", required=True, help="starting structure (i-PI xyz or any ASE format), Å")
+    g.add_argument("--temperatures", default="300", help="comma-separated temperatures in K (default: 300)")
+    g.add_argument("--time-ps", type=float, default=5.0, help="sampled time per temperature, ps (default: 5)")
+    g.add_argument("--equilibration-ps", type=float, default=0.5, help="discarded start, ps (default: 0.5)")
+    g.add_argument("--dt-fs", type=float, default=0.5, help="MD time step, fs (default: 0.5)")
+    g.add_argument("--sample-every", type=float, default=50.0, metavar="FS", help="fs between kept frame pairs (default: 50)")
+    g.add_argument("--pair-offset", type=float, default=2.0, metavar="FS", help="fs between the frames of a pair: one outer step (default: 2)")
+    g.add_argument("--beads", type=int, default=1, help="path-integral beads, for wider sampling (default: 1)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="output extxyz file")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=_data_generate)
+
+
+def _data_generate(args) -> int:
+    from .data.generate import generate
+
+    try:
+        temperatures = [float(t) for t in args.temperatures.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--temperatures takes numbers separated by commas, not {args.temperatures!r}") from None
+    out, n = generate(
+        args.model, args.structure, temperatures, args.out, time_ps=args.time_ps, dt_fs=args.dt_fs,
+        sample_every_fs=args.sample_every, pair_offset_fs=args.pair_offset,
+        equilibration_ps=args.equilibration_ps, beads=args.beads, seed=args.seed, quiet=args.quiet,
+    )
+    print(f"ipi-mts data generate: wrote {n} frames to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipi-mts",
@@ -87,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_run(sub)
+    _add_data(sub)
     return parser
 
 
