@@ -8,7 +8,11 @@ does, and raises AssertionError with the worst offender when a check fails:
   homogeneous strain of positions and cell, r → r (1 + ε)ᵀ, cell → cell (1 + ε)ᵀ;
 * `assert_batch_matches_single`: B structures in one State give what each gives alone;
 * `assert_translation_invariant`, `assert_rotation_equivariant`: E invariant, F and W
-  rotating as vectors and tensors.
+  rotating as vectors and tensors; `assert_equivariant` adds improper rotations
+  (reflections) and translations;
+* `assert_permutation_equivariant`: relabelled atoms give the same E and W, permuted F;
+* `assert_smooth_at_cutoff`: a dimer crossing the cutoff has a continuous energy and a
+  force that vanishes there.
 
 Differences are in float64 whatever the model's dtype. Small builders of test systems
 (`water_box`, `lattice_state`) and `concatenate` (States into one batch) come with it.
@@ -338,13 +342,120 @@ def assert_rotation_equivariant(
     )
 
 
+def _random_orthogonal(rng, reflect: bool) -> np.ndarray:
+    q = _random_rotation(rng)
+    return -q if reflect else q  # −R: a rotation times the inversion (det −1)
+
+
+def assert_equivariant(
+    model: EnergyModel,
+    state: State,
+    seed: int = 0,
+    reflect: bool = True,
+    atol: float = 1e-8,
+    rtol: float = 1e-8,
+) -> None:
+    """E(3) equivariance: for a random rotation R and, if `reflect`, an improper one −R
+    (a reflection combined with a rotation), transforming positions and cell by Q leaves E
+    unchanged and gives forces F Qᵀ and virial Q W Qᵀ; a translation changes nothing."""
+    rng = np.random.default_rng(seed)
+    before = evaluate(model, state)
+    for improper in (False, True) if reflect else (False,):
+        q = torch.as_tensor(
+            _random_orthogonal(rng, improper), dtype=state.positions.dtype, device=state.positions.device
+        )
+        what = "an improper rotation" if improper else "a rotation"
+        after = evaluate(model, replace(state, positions=state.positions @ q.T, cell=state.cell @ q.T))
+        _report(f"energy after {what}", after.energy.detach(), before.energy.detach(), atol, rtol)
+        _report(f"forces after {what}", after.forces.detach(), (before.forces @ q.T).detach(), atol, rtol)
+        _report(
+            f"virial after {what}", after.virial.detach(), (q @ before.virial @ q.T).detach(), atol, rtol
+        )
+    assert_translation_invariant(model, state, atol=atol, rtol=rtol)
+
+
+def assert_permutation_equivariant(
+    model: EnergyModel, state: State, seed: int = 0, atol: float = 1e-8, rtol: float = 1e-8
+) -> None:
+    """Relabelling the atoms within each structure (a random permutation) leaves energies
+    and virials unchanged and permutes the forces alike."""
+    gen = torch.Generator().manual_seed(seed)
+    order = []
+    for b in range(state.n_structures):
+        members = (state.batch == b).nonzero().squeeze(-1).cpu()
+        order.append(members[torch.randperm(len(members), generator=gen)])
+    order = torch.cat(order).to(state.positions.device)
+    before = evaluate(model, state)
+    after = evaluate(
+        model,
+        replace(
+            state,
+            positions=state.positions[order],
+            numbers=state.numbers[order],
+            batch=state.batch[order],
+        ),
+    )
+    _report("energy after a permutation", after.energy.detach(), before.energy.detach(), atol, rtol)
+    _report("forces after a permutation", after.forces.detach(), before.forces[order].detach(), atol, rtol)
+    _report("virial after a permutation", after.virial.detach(), before.virial.detach(), atol, rtol)
+
+
+def dimer(distance: float, numbers=(0, 0), direction=(1.0, 0.0, 0.0), dtype=torch.float64) -> State:
+    """Two atoms `distance` Å apart along `direction`, in vacuum (no cell, no pbc)."""
+    direction = np.asarray(direction, dtype=float)
+    direction = direction / np.linalg.norm(direction)
+    return State(
+        positions=torch.as_tensor(np.stack([np.zeros(3), distance * direction]), dtype=dtype),
+        numbers=torch.as_tensor(list(numbers), dtype=torch.long),
+        cell=torch.zeros(1, 3, 3, dtype=dtype),
+        pbc=torch.zeros(1, 3, dtype=torch.bool),
+        batch=torch.zeros(2, dtype=torch.long),
+    )
+
+
+def assert_smooth_at_cutoff(
+    model: EnergyModel,
+    cutoff: float,
+    numbers=(0, 0),
+    eps: float = 1e-3,
+    atol_energy: float = 1e-7,
+    atol_force: float = 1e-5,
+    dtype=torch.float64,
+) -> None:
+    """A dimer of `numbers` crossing the cutoff: the energy is continuous (E(r_c − eps) ≈
+    E(r_c + eps) = E at 2 r_c, the atoms apart), the force vanishes as r -> r_c from inside
+    (|F(r_c − eps)| ≤ atol_force) and is exactly zero outside; and, so that the check can
+    fail, the pair does interact well inside (r = 0.6 r_c)."""
+    def run(r):
+        out = evaluate(model, dimer(r, numbers, direction=(0.3, -0.5, 0.8), dtype=dtype))
+        return out.energy.detach().double().sum(), out.forces.detach().double()
+
+    e_far, _ = run(2.0 * cutoff)
+    e_in, f_in = run(cutoff - eps)
+    e_out, f_out = run(cutoff + eps)
+    e_mid, f_mid = run(0.6 * cutoff)
+    _report(f"energy at r_c - {eps:g} Å vs atoms apart", e_in, e_far, atol_energy, 0.0)
+    _report(f"energy at r_c + {eps:g} Å vs atoms apart", e_out, e_far, atol_energy, 0.0)
+    _report(f"forces at r_c - {eps:g} Å", f_in, torch.zeros_like(f_in), atol_force, 0.0)
+    _report(f"forces at r_c + {eps:g} Å", f_out, torch.zeros_like(f_out), 0.0, 0.0)
+    if not float(f_mid.abs().max()) > 10 * atol_force or not abs(float(e_mid - e_far)) > 10 * atol_energy:
+        raise AssertionError(
+            f"the dimer does not interact at 0.6 r_c (|F| {float(f_mid.abs().max()):.3g}, "
+            f"ΔE {float(e_mid - e_far):.3g}): the smoothness check would be vacuous"
+        )
+
+
 __all__ = [
     "assert_batch_matches_single",
+    "assert_equivariant",
+    "assert_permutation_equivariant",
+    "assert_smooth_at_cutoff",
     "assert_forces_match_finite_differences",
     "assert_rotation_equivariant",
     "assert_translation_invariant",
     "assert_virial_matches_finite_strain",
     "concatenate",
+    "dimer",
     "lattice_state",
     "replicate",
     "split",

@@ -4,6 +4,8 @@ launcher share."""
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 from ..errors import UserError
 from .base import EnergyModel, Evaluation, evaluate
@@ -16,6 +18,11 @@ REFERENCE_POTENTIALS = {
     "lj": ("lennard_jones", "LennardJones", {}),
     "harmonic": ("harmonic", "Harmonic", {}),
 }
+
+# shipped learned models: NAME -> ipi_mts/models/NAME.pt (trained and added separately)
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_MODELS = ("water-pair", "water-single")
+MODEL_FILE_PARAMS = ("dtype",)
 
 
 def _number(value):
@@ -31,14 +38,23 @@ def _number(value):
 
 
 def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
-    """The energy model called `name` (a reference potential), built with `params`.
+    """The energy model called `name`, built with `params`: a reference potential, a model
+    file path (`*.pt`, see `model_file`), or a shipped model NAME (`ipi_mts/models/NAME.pt`).
 
-    `component` selects the fast or slow part of a learned pair; reference potentials have
-    only `full`.
+    `component` selects the fast or slow part of a learned pair; reference potentials and
+    single learned models have only `full`. A model file takes `dtype` (float32/float64).
     """
     if name not in REFERENCE_POTENTIALS:
-        known = ", ".join(sorted(REFERENCE_POTENTIALS))
-        raise UserError(f"unknown model {name!r}; known models: {known}")
+        path = _model_file(name)
+        unknown = sorted(set(params) - set(MODEL_FILE_PARAMS))
+        if unknown:
+            raise UserError(
+                f"bad parameters for model {name!r}: {', '.join(unknown)} "
+                f"(a model file takes only {', '.join(MODEL_FILE_PARAMS)})"
+            )
+        from .model_file import load_component
+
+        return load_component(path, component, dtype=params.get("dtype"))
     if component != "full":
         raise UserError(f"model {name!r} has no {component!r} component (only 'full')")
     module, cls, fixed = REFERENCE_POTENTIALS[name]
@@ -50,4 +66,37 @@ def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
         raise UserError(f"bad parameters for model {name!r}: {e}") from None
 
 
-__all__ = ["EnergyModel", "Evaluation", "evaluate", "load_potential", "REFERENCE_POTENTIALS"]
+def shipped_models() -> list[str]:
+    """Names of the learned models installed in `ipi_mts/models/`."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
+
+
+def _model_file(name: str) -> Path:
+    """The model file that `name` stands for (a path, or a shipped model's name)."""
+    path = Path(os.path.expanduser(name))
+    if path.exists() or path.suffix == ".pt" or os.sep in name or "/" in name:
+        return path  # a missing path is reported by the loader, with the name
+    shipped = MODELS_DIR / f"{name}.pt"
+    if shipped.is_file():
+        return shipped
+    if name in SHIPPED_MODELS:
+        raise UserError(
+            f"shipped model {name!r} is not installed ({shipped} is missing): train it, or give "
+            "the path of a model file"
+        )
+    known = ", ".join(sorted(REFERENCE_POTENTIALS) + shipped_models())
+    raise UserError(
+        f"unknown model {name!r}: not a reference potential, a shipped model or a model file; "
+        f"known models: {known}"
+    )
+
+
+__all__ = [
+    "EnergyModel",
+    "Evaluation",
+    "evaluate",
+    "load_potential",
+    "shipped_models",
+    "REFERENCE_POTENTIALS",
+    "SHIPPED_MODELS",
+]
