@@ -15,8 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# water-64, q-TIP4P/F physics split on i-PI's built-in MTS (0.5 fs inner, 2 fs outer), NVT, 1 ps
 demo: $(STAMP)
-	$(VENV)/bin/ipi-mts run inputs/water-64/mts-nvt-physics-split.xml
+	mkdir -p runs/demo && cd runs/demo && $(abspath $(VENV))/bin/ipi-mts run $(CURDIR)/inputs/water-64/mts-nvt-physics-split.xml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

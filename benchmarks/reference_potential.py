@@ -12,6 +12,7 @@ milliseconds per structure, median and best of the repeats.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "reference_potential.md"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,13 +77,15 @@ def main():
         print(f"(no {REFERENCE}: water-216 left out)")
     systems.append(("water-64", testing.water_box(4, spacing=3.1, jitter=0.0, seed=0)))
 
-    print(
+    title = (
         f"q-TIP4P/F through evaluate(): energy + forces + virial, float64, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    print(title)
     print(
         f"{'system':<10} {'atoms':>6} {'batch':>6} {'part':>6} {'ms/structure (median)':>22} {'best':>8}"
     )
+    rows = ["| system | atoms | batch | part | ms/structure (median) | best |", "|---|---|---|---|---|---|"]
     for name, state in systems:
         n_atoms = state.positions.shape[0]
         for n_batch in (1, 8):
@@ -91,6 +95,13 @@ def main():
                 print(
                     f"{name:<10} {n_atoms:>6} {n_batch:>6} {part:>6} {median:>22.2f} {best:>8.2f}"
                 )
+                rows.append(f"| {name} | {n_atoms} | {n_batch} | {part} | {median:.2f} | {best:.2f} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        "# q-TIP4P/F evaluation time\n\nMeasured by `python benchmarks/reference_potential.py` "
+        f"on {os.cpu_count()} CPU cores.\n{title}.\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 if __name__ == "__main__":
