@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .motion.monitor import DriftFit
 
 RESTARTS_PER_DRIVER = 10
 
@@ -248,8 +249,7 @@ class Progress:
         self.system = simulation.syslist[0]
         self.dt_fs = float(self.system.motion.dt) / _femtosecond()
         self.first_step = simulation.step
-        self.times_ps: list[float] = []
-        self.econs: list[float] = []
+        self.drift = DriftFit()  # conserved energy (Ha) against time (ps)
         self.walls: list[float] = []
         self.start = time.time()
         self.bar = tqdm(
@@ -266,12 +266,11 @@ class Progress:
 
     def write(self):
         step = self.sim.step + 1  # steps completed
-        self.times_ps.append(step * self.dt_fs * 1e-3)
-        self.econs.append(float(self.system.ensemble.econs))
-        self.walls.append(time.time())
+        self.drift.add(step * self.dt_fs * 1e-3, float(self.system.ensemble.econs))
         done = step - self.first_step
         if done <= 0:
             return
+        self.walls.append(time.time())
         wall = time.time() - self.start
         self.bar.n = done
         self.bar.set_postfix_str(
@@ -284,19 +283,13 @@ class Progress:
         self.bar.close()
 
     def summary(self) -> dict:
-        import numpy as np
-
         wall = time.time() - self.start
-        steps = max(len(self.times_ps) - 1, 0)  # the first entry is the initial state
+        steps = len(self.walls)  # one entry per completed step
         # steady state: from the end of the first step (drivers started and connected)
         ms_per_step = float("nan")
         if steps >= 2:
-            ms_per_step = 1000.0 * (self.walls[-1] - self.walls[1]) / (steps - 1)
-        natoms = self.system.beads.natoms
-        drift = float("nan")
-        if steps >= 2:
-            slope = np.polyfit(self.times_ps, self.econs, 1)[0]  # Ha/ps
-            drift = slope * _ev_per_hartree() * 1000.0 / natoms  # meV/atom/ps
+            ms_per_step = 1000.0 * (self.walls[-1] - self.walls[0]) / (steps - 1)
+        drift = self.drift.slope * _ev_per_hartree() * 1000.0 / self.system.beads.natoms
         return {
             "steps": steps,
             "wall_s": wall,
@@ -366,6 +359,8 @@ def run_from_args(args) -> int:
         print_driver_commands(plans, prefix=prefix)
         return 0
     check_sockets(plans, prefix)
+    # RESTART files with every digit of float64, so that a restart continues identically
+    root.set("floatformat", root.get("floatformat", "%24.16e"))
     ipi_patches.apply()
     motion.register()
 

@@ -29,7 +29,7 @@ def write_water(path, n_molecules=8, seed=3, symbols=None):
 
 
 def water_input(tmp_path, steps=20, model="qtip4pf", extra_ff="", mode="unix", port=0,
-                forces=None, nmts="", dt=0.5, stride=1, thermostat=True):
+                forces=None, nmts="", dt=0.5, stride=1, thermostat=True, dynamics=None):
     """A small water run; unique socket addresses so tests never collide."""
     tag = uuid.uuid4().hex[:10]
     write_water(tmp_path / "init.xyz")
@@ -57,7 +57,7 @@ def water_input(tmp_path, steps=20, model="qtip4pf", extra_ff="", mode="unix", p
     </initialize>
     <forces>{forces}</forces>
     <motion mode='dynamics'>
-      <dynamics mode='{"nvt" if thermostat else "nve"}'>
+      <dynamics {dynamics or f"mode='{'nvt' if thermostat else 'nve'}'"}>
         <timestep units='femtosecond'>{dt}</timestep>{nmts}
         {thermo}
       </dynamics>
@@ -97,12 +97,14 @@ def frames(path):
     return np.array(out)
 
 
-def test_mts_run_end_to_end(tmp_path):
-    forces = """<force forcefield='inter'> <mts_weights>[1, 0]</mts_weights> </force>
+SPLIT_FORCES = """<force forcefield='inter'> <mts_weights>[1, 0]</mts_weights> </force>
       <force forcefield='intra'> <mts_weights>[0, 1]</mts_weights> </force>"""
-    extra = """<ffsocket name='inter' mode='unix' pbc='false'><address>iTAG</address><parameters>{model: qtip4pf-inter}</parameters></ffsocket>
+SPLIT_FFS = """<ffsocket name='inter' mode='unix' pbc='false'><address>iTAG</address><parameters>{model: qtip4pf-inter}</parameters></ffsocket>
   <ffsocket name='intra' mode='unix' pbc='false'><address>aTAG</address><parameters>{model: qtip4pf-intra}</parameters></ffsocket>"""
-    path, tag = water_input(tmp_path, steps=10, forces=forces, extra_ff=extra, dt=2.0,
+
+
+def test_mts_run_end_to_end(tmp_path):
+    path, tag = water_input(tmp_path, steps=10, forces=SPLIT_FORCES, extra_ff=SPLIT_FFS, dt=2.0,
                             nmts="<nmts>[1, 4]</nmts>")
     result = run([path], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -201,3 +203,34 @@ def test_tcp_port_in_use(tmp_path):
         assert_user_error(run([path], tmp_path, timeout=60), "cannot listen", str(busy.getsockname()[1]))
     finally:
         busy.close()
+
+
+def restart_positions(path):
+    """Bead positions stored in an i-PI RESTART file."""
+    import xml.etree.ElementTree as ET
+
+    q = ET.parse(path).getroot().find("system/beads/q").text
+    return np.array([float(x) for x in q.replace("[", " ").replace("]", " ").replace(",", " ").split()])
+
+
+def test_mts_inner_restart_continues_identically(tmp_path):
+    """mode='mts' with the thermostat inside: a RESTART written after 6 steps and resumed by
+    `ipi-mts run RESTART` ends where an uninterrupted 12-step run ends."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole.mkdir(), split.mkdir()
+    dynamics = "mode='mts' thermostat_placement='inner'"
+    for folder in (whole, split):
+        path, _ = water_input(folder, steps=12, forces=SPLIT_FORCES, extra_ff=SPLIT_FFS, dt=2.0,
+                              nmts="<nmts>[1, 4]</nmts>", dynamics=dynamics)
+    result = run([whole / "input.xml"], whole)
+    assert result.returncode == 0, result.stderr
+    assert "mts monitor (inner thermostat" in result.stdout
+    first = run([split / "input.xml", "--steps", "6"], split)
+    assert first.returncode == 0, first.stderr
+    assert "mode='mts'" in (split / "RESTART").read_text()
+    second = run(["RESTART", "--steps", "12"], split)
+    assert second.returncode == 0, second.stderr
+    assert "6 steps" in second.stdout
+    a, b = restart_positions(whole / "RESTART"), restart_positions(split / "RESTART")
+    assert a.shape == b.shape == (72,)
+    assert np.abs(a - b).max() < 1e-9

@@ -283,13 +283,10 @@ def summary(simulation) -> dict | None:
 
 def summary_line(simulation) -> str | None:
     """One line for the end of a run: per-species mean kinetic temperature (equipartition
-    check) against the target, and the conserved-energy drift. None for other modes."""
+    check) against the target (the launcher's own line has the drift). None for other modes."""
     s = summary(simulation)
     if s is None or s["samples"] == 0:
         return None
     temps = ", ".join(f"T({k}) {v:.1f} K" for k, v in s["species_T_K"].items())
     target = f" (target {s['target_K']:.1f} K)" if np.isfinite(s["target_K"]) else ""
-    return (
-        f"mts monitor ({s['placement']} thermostat, {s['samples']} samples): {temps}{target}; "
-        f"conserved-energy drift {s['drift_meV_per_atom_ps']:+.3g} meV/atom/ps"
-    )
+    return f"mts monitor ({s['placement']} thermostat, {s['samples']} samples): {temps}{target}"
