@@ -289,7 +289,8 @@ class Progress:
         ms_per_step = float("nan")
         if steps >= 2:
             ms_per_step = 1000.0 * (self.walls[-1] - self.walls[0]) / (steps - 1)
-        drift = self.drift.slope * _ev_per_hartree() * 1000.0 / self.system.beads.natoms
+        beads = self.system.beads  # per atom of the conserved energy per bead, as i-PI's `conserved`
+        drift = self.drift.slope * _ev_per_hartree() * 1000.0 / (beads.natoms * beads.nbeads)
         return {
             "steps": steps,
             "wall_s": wall,

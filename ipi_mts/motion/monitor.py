@@ -255,7 +255,9 @@ class Monitor:
 
     # ---------------------------------------------------------------- summary
     def drift_mev_per_atom_ps(self) -> float:
-        return self.drift.slope * self.u["ps"] * self.u["meV"] / self.ig.beads.natoms
+        # per atom of the conserved energy per bead, as i-PI's `conserved` property
+        beads = self.ig.beads
+        return self.drift.slope * self.u["ps"] * self.u["meV"] / (beads.natoms * beads.nbeads)
 
     def summary(self) -> dict:
         """Mean kinetic temperature per species (K), target (K), drift (meV/atom/ps)."""
