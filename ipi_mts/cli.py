@@ -121,6 +121,87 @@ def _data_generate(args) -> int:
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a fast/slow pair of learned potentials (and its single-model baseline)",
+        description=(
+            "Train what CONFIG.yaml describes (see ipi_mts/training/config.py for every key): "
+            "stage 1 fits the short-cutoff fast model to the total energies and forces, stage 2 "
+            "adds the slow model and fits fast + slow; `kind: single` or `both` also trains the "
+            "conventional single model. Writes checkpoints, the model files, losses.png and "
+            "summary.json to the config's output folder."
+        ),
+        epilog="example:\n  ipi-mts train inputs/training/water-pair.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG.yaml", help="training config (YAML)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.pt")
+    p.add_argument("--only", choices=["pair", "single"], help="train only this part of a `kind: both` config")
+    p.add_argument("--output", help="override the config's output folder")
+    p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--threads", type=int, help="override the config's torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    from .training import load_config, train
+
+    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
+    config = load_config(args.config, overrides)
+    summary = train(config, resume=args.resume, only=args.only, quiet=args.quiet)
+    for task, result in summary["results"].items():
+        print(f"ipi-mts train: {task}: {result['model_file']}")
+    return 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="errors of a trained model and, for a pair, spectra of its fast and slow forces",
+        description=(
+            "Energy (meV/atom) and force (meV/Å) MAE and RMSE of MODEL on labelled frames (the "
+            "test split by default), parity plots, and for a fast/slow pair the power spectra of "
+            "the fast and slow forces along a trajectory (run here with --reference through "
+            "`ipi-mts run`, or --trajectory) and the slow-force power above 1/(2·outer step). "
+            "Writes metrics.json and PNGs to --out."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL", help="model file (.pt) or shipped model name")
+    p.add_argument("--data", nargs="+", metavar="FILE", help="labelled extxyz (default: the model's training data)")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train", "all"], help="frames to use (default: test)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: MODEL-evaluation next to the model)")
+    p.add_argument("--trajectory", metavar="FILE", help="consecutive frames for the spectra (i-PI xyz or extxyz)")
+    p.add_argument("--trajectory-dt-fs", type=float, metavar="FS", help="time between the trajectory's frames (default: 0.5 for a run here)")
+    p.add_argument("--reference", default="qtip4pf", help="potential for the spectrum trajectory run (default: qtip4pf)")
+    p.add_argument("--structure", metavar="FILE", help="start of that run (default: the first evaluated frame)")
+    p.add_argument("--temperature", type=float, metavar="K", help="its temperature (default: the frame's, else 300)")
+    p.add_argument("--trajectory-ps", type=float, default=1.0, metavar="PS", help="its length (default: 1)")
+    p.add_argument("--outer-step-fs", type=float, metavar="FS", help="outer MTS step (default: the data's pair offset, else 2)")
+    p.add_argument("--no-spectrum", action="store_true", help="skip the spectra")
+    p.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=8, help="structures per model call (default: 8)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_model
+    from .potentials import _model_file
+
+    if args.batch_size < 1 or (args.trajectory_ps is not None and not args.trajectory_ps > 0):
+        raise UserError("--batch-size and --trajectory-ps must be positive")
+    evaluate_model(
+        _model_file(args.model), data=args.data, out=args.out, split=args.split,
+        trajectory=args.trajectory, trajectory_dt_fs=args.trajectory_dt_fs, reference=args.reference,
+        structure=args.structure, temperature=args.temperature, trajectory_ps=args.trajectory_ps,
+        outer_step_fs=args.outer_step_fs, spectrum=not args.no_spectrum, device=args.device,
+        batch_size=args.batch_size, quiet=args.quiet,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipi-mts",
@@ -131,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_run(sub)
     _add_data(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 
