@@ -104,6 +104,7 @@ class DriverPool:
         self.stats = Stats()
         self._initial_expected = max(1, expected)
         self._rounds = collections.deque(maxlen=4)  # connections answered per recent round
+        self._last_init = None  # (batch size, parameters) last logged at INIT
 
     # ------------------------------------------------------------------ connections
 
@@ -259,7 +260,7 @@ class DriverPool:
         c.cells = c.positions = c.results = None
         shown = {k: v for k, v in params.items() if k != "batch_size"}
         said = (c.batch_size, tuple(shown.items()))
-        if said != getattr(self, "_last_init", None):  # not K times the same line
+        if said != self._last_init:  # not K times the same line
             self._last_init = said
             self.log(
                 f"{c.label}: INIT request id {rid}, batch size {c.batch_size}"
