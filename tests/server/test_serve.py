@@ -44,11 +44,16 @@ def _serve(system, *where, connections=1):
 )
 def test_round_trip(tmp_path, argon, transport, consolidate):
     """Both i-PI message flows over both transports; the driver starts before i-PI and
-    waits for it."""
+    waits for it. The legacy UNIX case also moves the socket file with i-PI's
+    --sockets_prefix and our --prefix."""
+    prefix = None
     if transport == "unix":
         address, port = unique_address("rt"), None
         ff = ffsocket_xml("ff", address, consolidate=consolidate)
         where = ["--unix", address]
+        if not consolidate:
+            prefix = f"/tmp/ipimts-{uuid.uuid4().hex[:6]}-"
+            where += ["--prefix", prefix]
     else:
         address, port = "127.0.0.1", free_tcp_port()
         ff = ffsocket_xml("ff", address, mode="inet", port=port, consolidate=consolidate)
@@ -56,11 +61,13 @@ def test_round_trip(tmp_path, argon, transport, consolidate):
     xml = simulation_xml(ff, steps=4)
     rc_ipi, rc_driver, err = run_ipi_with_driver(
         tmp_path, xml, _serve(argon, *where), socket=address if port is None else None,
-        port=port, driver_first=True,
+        port=port, sockets_prefix=prefix, driver_first=True,
     )
     assert rc_ipi == 0
     assert rc_driver == 0, err
     assert "waiting for i-PI" in err and "i-PI sent EXIT" in err
+    if prefix is not None:
+        assert f"connected to {prefix}{address}" in err
     run = RunOutput(tmp_path)
     assert run.nframes == 5
     assert_matches_direct(run, argon.evaluator())
@@ -109,20 +116,6 @@ def test_ipi_batch_size(tmp_path, argon, nbeads, batch_size, connections, expect
     run = RunOutput(tmp_path)
     assert run.nbeads == nbeads
     assert_matches_direct(run, argon.evaluator())
-
-
-def test_socket_prefix(tmp_path, argon):
-    """i-PI's --sockets_prefix and our --prefix name the same socket file."""
-    prefix = f"/tmp/ipimts-{uuid.uuid4().hex[:6]}-"
-    address = unique_address("px")
-    xml = simulation_xml(ffsocket_xml("ff", address), steps=2)
-    rc_ipi, rc_driver, err = run_ipi_with_driver(
-        tmp_path, xml, _serve(argon, "--unix", address, "--prefix", prefix),
-        socket=address, sockets_prefix=prefix,
-    )
-    assert (rc_ipi, rc_driver) == (0, 0), err
-    assert f"connected to {prefix}{address}" in err
-    assert_matches_direct(RunOutput(tmp_path), argon.evaluator())
 
 
 def test_water_qtip4pf_path_integral(tmp_path, water):
