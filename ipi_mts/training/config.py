@@ -15,6 +15,9 @@ dtype: float32        # of the model parameters while training and in the model 
 batch_size: 4         # structures per optimizer step (frame pairs stay whole with slow_smoothness)
 eval_batch_size: 8    # structures per call when validating
 checkpoint_every: 100 # optimizer steps between checkpoints (also written after every epoch)
+refit_energy_offset: true  # after training, least-squares per-species energies of the
+                      # training residual are added to the model (a force-dominated loss
+                      # leaves the constant energy offset loosely fixed)
 data:
   files: [water.extxyz]      # extxyz with energy (eV) and forces (eV/Å): `ipi-mts data generate`
   split: [0.8, 0.1, 0.1]     # train/validation/test, contiguous time blocks per trajectory
@@ -230,6 +233,7 @@ class TrainConfig:
     batch_size: int = 4
     eval_batch_size: int = 8
     checkpoint_every: int = 100
+    refit_energy_offset: bool = True
     models: ModelsConfig = field(default_factory=ModelsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)

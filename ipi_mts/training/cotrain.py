@@ -27,7 +27,9 @@ Per-species reference energies are fitted by least squares on the training energ
 per-atom scale is the RMS of the training forces, avg_num_neighbors is measured on the
 training structures. Loss: energy per atom + force MSE (`training.losses`), Adam, a cosine
 (or plateau) learning-rate schedule per stage. Every epoch is validated; the model file
-keeps the weights with the lowest validation loss of the final stage. The output folder
+keeps the weights with the lowest validation loss of the final stage, and (with
+`refit_energy_offset`) per-species energies refitted by least squares to the remaining
+training-energy residual, since a force-dominated loss pins the constant offset loosely. The output folder
 holds `checkpoint.pt` (models, optimizer, schedule, shuffling state and position, every
 `checkpoint_every` steps, after every epoch and on Ctrl-C; `--resume` continues from it
 exactly), `pair.pt` / `single.pt` (`potentials.model_file`), `history.json`,
@@ -632,6 +634,7 @@ class Trainer:
         c = self.config
         model = LearnedPair(self.models["fast"], self.models["slow"]) if task == "pair" else self.models["single"]
         model.eval()
+        offset = self._refit_energy_offset(model, self.models["slow" if task == "pair" else "single"])
         components = {"fast": self.models["fast"], "slow": self.models["slow"]} if task == "pair" else None
         validation = measure_errors(model, self.val_set, c.eval_batch_size, components)
         test = (
@@ -650,6 +653,7 @@ class Trainer:
             "best_epoch": best.get("epoch") if best else None,
             "training_time_s": {k: round(v, 2) for k, v in times.items()},
             "steps": self.global_step,
+            "energy_offset_refit_eV": offset,
             "parameters": n_params,
             "reference_energies_eV": {
                 n: dict(zip(map(str, m.species), m.reference_energies.tolist())) for n, m in self.models.items()
@@ -672,6 +676,24 @@ class Trainer:
             f"{t['energy_mae_mev_per_atom']:.3f} meV/atom, F MAE {t['forces_mae_mev_per_A']:.1f} meV/Å, "
             f"{sum(times.values()) / 60:.1f} min)"
         )
+
+    def _refit_energy_offset(self, model, holder):
+        """With `refit_energy_offset`, the per-species energies that least-squares fit the
+        residual E_ref − E_model on the training frames are added to `holder`'s reference
+        energies: the loss, dominated by forces, leaves the constant energy offset loosely
+        fixed. Returns them as {Z: eV} (None when off)."""
+        if not self.config.refit_energy_offset:
+            return None
+        numbers, residual = [], []
+        for indices in self.train_set.all_batches(self.config.eval_batch_size):
+            batch = self.train_set.collate(indices)
+            energy = evaluate(model, batch.state).energy.detach().double()
+            residual.extend((batch.energy - energy).cpu().tolist())
+            numbers.extend(self.train_set.frames[k].state.numbers.cpu().numpy() for k in indices)
+        delta = fit_reference_energies(numbers, np.array(residual), holder.species)
+        with torch.no_grad():
+            holder.reference_energies += torch.as_tensor(delta, dtype=torch.float64, device=holder.reference_energies.device)
+        return {str(z): float(d) for z, d in zip(holder.species, delta)}
 
     # --- outputs --------------------------------------------------------------------------------
     def _log(self, text):

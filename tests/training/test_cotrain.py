@@ -171,6 +171,15 @@ def test_outputs_are_written(both):
     assert set(meta["training_time_s"]) == {"fast", "joint"}
     assert meta["outer_step_fs"] == 2.0
     assert meta["metrics"]["test"]["n_structures"] == 4
+    # the energy offset was refitted: no mean energy error left on the training frames
+    assert set(meta["energy_offset_refit_eV"]) == {"1", "8"}
+    from ipi_mts.data.dataset import read_frames, split
+
+    train_frames = split(read_frames(config.data.files), tuple(config.data.split))[0]
+    frames = FrameSet(train_frames)
+    batch = frames.collate(range(len(frames)))
+    residual = (batch.energy - evaluate(load_model(out / "pair.pt", dtype="float64"), batch.state).energy) / 24
+    assert abs(float(residual.mean())) < 1e-5
 
 
 def test_pair_file_is_fast_plus_slow_and_holds_the_measured_model(both, data_file):
