@@ -6,7 +6,9 @@ is evaluated
   - in-process: `<ffdirect>` with the PES plugin drivers/ipi_mts_pes.py,
   - by `ipi-mts serve` over a UNIX socket, 1 connection, and one per bead,
   - by i-PI's own `i-pi-py_driver` with the same plugin, 1 process, and one per bead.
-Ratios are to the in-process time. Results go to docs/benchmarks/serving.md (and .json).
+Ratios are to the in-process time. Every driver process gets (cores − 1) / (number of
+driver processes) CPU threads and passive OpenMP waiting, as `ipi-mts serve` sets itself: with
+as many threads as cores a driver fights i-PI for them and steps are ~10x slower on 2 cores. Results go to docs/benchmarks/serving.md (and .json).
 
     python benchmarks/serving.py [--steps-per-bead-216 N] [--quick]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +25,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from ipi_mts.server.serve import default_threads
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "drivers" / "ipi_mts_pes.py"
@@ -81,7 +86,11 @@ def run_case(system, nbeads, steps, method, workdir: Path) -> float:
         deadline = time.time() + 60
         while not sock.exists() and time.time() < deadline:
             time.sleep(0.05)
-        procs = [subprocess.Popen(d, cwd=case, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for d in drivers]
+        # i-pi-py_driver gets the thread policy that `ipi-mts serve` applies to itself
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+                   OMP_NUM_THREADS=str(default_threads(len(drivers))))
+        procs = [subprocess.Popen(d, cwd=case, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for d in drivers]
     out, err = launcher.communicate(timeout=1800)
     for p in procs:
         try:

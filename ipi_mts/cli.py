@@ -44,10 +44,15 @@ def _add_serve(sub):
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to keep retrying to connect (default: 60)")
     p.add_argument("--template", metavar="FILE", help="structure file giving the atom species (i-PI sends none)")
     p.add_argument("--param", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model parameter, repeatable")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the model (default: the cores less one, left to i-PI)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
+    import os
+
+    # idle OpenMP threads sleep instead of spinning on cores that i-PI needs (before torch loads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .server.serve import run_from_args
 
     return run_from_args(args)
@@ -145,7 +150,16 @@ def _add_train(sub):
     p.set_defaults(func=_train)
 
 
+def _passive_threads():
+    """CPU threads that sleep rather than spin at barriers: on shared cores spinning OpenMP
+    threads made training steps 5-10x slower. Needs to precede the first torch import."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _train(args) -> int:
+    _passive_threads()
     from .training import load_config, train
 
     overrides = {"output": args.output, "device": args.device, "threads": args.threads}
@@ -187,6 +201,7 @@ def _add_evaluate(sub):
 
 
 def _evaluate(args) -> int:
+    _passive_threads()
     from .evaluation import evaluate_model
     from .potentials import _model_file
 

@@ -43,7 +43,8 @@ class DriverPlan:
     params: dict = field(default_factory=dict)
     batch_size: int = 1
 
-    def command(self, connections: int, prefix: str, template: str | None = None) -> list[str]:
+    def command(self, connections: int, prefix: str, template: str | None = None,
+                threads: int | None = None) -> list[str]:
         cmd = ["ipi-mts", "serve", "--model", self.model]
         if self.component != "full":
             cmd += ["--component", self.component]
@@ -58,6 +59,8 @@ class DriverPlan:
             cmd += ["--connections", str(connections)]
         if template:
             cmd += ["--template", template]
+        if threads:
+            cmd += ["--threads", str(threads)]
         for k, v in self.params.items():
             cmd += ["--param", f"{k}={v}"]
         return cmd
@@ -169,7 +172,10 @@ class Drivers:
         return self.logdir / f"ipi-mts-serve-{plan.name}.log"
 
     def _start(self, plan):
-        cmd = plan.command(self.connections[plan.name], self.prefix, self.template)
+        from .server.serve import default_threads
+
+        threads = default_threads(len(self.plans))  # the machine's cores shared by the drivers
+        cmd = plan.command(self.connections[plan.name], self.prefix, self.template, threads)
         cmd = [sys.executable, "-m", "ipi_mts.cli"] + cmd[1:]
         with open(self._log(plan), "a") as log:
             self.procs[plan.name] = subprocess.Popen(

@@ -448,11 +448,21 @@ def serve(
     return stats
 
 
+def default_threads(drivers: int = 1) -> int:
+    """CPU threads for each of `drivers` local driver processes: the cores less one for i-PI.
+    A driver with as many threads as cores fights i-PI for them (10x slower steps measured on
+    2 cores with water-64: benchmarks/serving.py)."""
+    return max(1, ((os.cpu_count() or 2) - 1) // max(drivers, 1))
+
+
 def run_from_args(args) -> int:
     """`ipi-mts serve` with parsed arguments (see `ipi_mts.cli`)."""
     from ..state import read_species
     from .evaluator import WireEvaluator
 
+    import torch
+
+    torch.set_num_threads(args.threads or default_threads())
     numbers = read_species(args.template) if args.template else None
     params = dict(args.param or [])
     evaluator = WireEvaluator.from_name(args.model, args.component, numbers, args.device, **params)
