@@ -195,6 +195,7 @@ class Trainer:
         self.results = dict(self.checkpoint.get("results", {})) if self.checkpoint else {}
         self.global_step = int(self.checkpoint["global_step"]) if self.checkpoint else 0
         self.models: dict[str, EquivariantPotential] = {}
+        self._plotted_at = time.monotonic()  # losses.png: once a minute, and at the end
 
     # --- data -----------------------------------------------------------------------------------
     def _load_data(self):
@@ -713,7 +714,7 @@ class Trainer:
         """history.json always; losses.png when `plot` (at most once a minute otherwise)."""
         _write_json(self.out / "history.json", self.history)
         now = time.monotonic()
-        if plot is not True and now - getattr(self, "_plotted_at", -math.inf) < 60.0:
+        if plot is not True and now - self._plotted_at < 60.0:
             return
         self._plotted_at = now
         try:
@@ -768,7 +769,7 @@ def plot_losses(history, path):
         ax2.set_yscale("log")
         ax2.set_xlabel("optimizer step")
         ax2.set_ylabel("validation force MAE (meV/Å)", color="C2")
-    fig.subplots_adjust(left=0.1, right=0.88, top=0.95, bottom=0.08, wspace=0.45, hspace=0.08)
+    fig.subplots_adjust(left=0.14, right=0.86, top=0.95, bottom=0.08, wspace=0.5, hspace=0.08)
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
