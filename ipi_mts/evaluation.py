@@ -333,9 +333,9 @@ def evaluate_model(
     from .potentials.model_file import load_model
     from .potentials.pair import LearnedPair
     from .training.batches import FrameSet
-    from .training.cotrain import resolve_device
+    from .potentials.base import pick_device
 
-    device = resolve_device(device)
+    device = pick_device(device)
     model_path = Path(model_path)
     model = load_model(model_path, device=device)
     metadata = getattr(model, "metadata", {}) or {}

@@ -16,7 +16,22 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..errors import UserError
 from ..state import State
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device` if given ('auto' or None: CUDA when present, else CPU); a CUDA device asked for
+    where there is none is a UserError."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"bad device {device!r}: {e}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here")
+    return chosen
 
 
 class EnergyModel(torch.nn.Module):

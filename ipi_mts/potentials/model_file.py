@@ -119,16 +119,22 @@ def save_model(path, model: EnergyModel, metadata: dict | None = None, masses=No
         },
         "components": entries,
     }
+    atomic_save(content, path)
+    return path
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a crash never leaves half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(content, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 # --- loading -----------------------------------------------------------------------------------

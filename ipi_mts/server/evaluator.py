@@ -9,22 +9,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
 from .. import units
 from ..errors import UserError
 from ..potentials import EnergyModel, evaluate, load_potential
+from ..potentials.base import pick_device
 from ..state import State
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """`device` if given, else CUDA when present, else CPU."""
-    if device:
-        try:
-            return torch.device(device)
-        except RuntimeError as e:
-            raise UserError(f"bad device {device!r}: {e}") from None
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class WireEvaluator:

@@ -38,13 +38,11 @@ exactly), `pair.pt` / `single.pt` (`potentials.model_file`), `history.json`,
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,11 +57,12 @@ from ..potentials.equivariant import (
     average_num_neighbors,
     fit_reference_energies,
 )
-from ..potentials.model_file import save_model
+from ..potentials.base import pick_device
+from ..potentials.model_file import atomic_save, save_model
 from ..potentials.pair import LearnedPair
 from .batches import FrameSet, spread
 from .config import StageConfig, TrainConfig
-from .losses import ErrorStats, energy_force_loss, measure_errors, smoothness_penalty
+from .losses import energy_force_loss, measure_errors, smoothness_penalty
 
 CHECKPOINT_FORMAT = "ipi-mts-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -75,27 +74,6 @@ RESUMABLE_STAGE_KEYS = {"epochs", "steps", "minutes"}
 
 
 # --- small helpers ------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
-
-
-def _atomic_save(obj, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: Path, value):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(value, indent=1, allow_nan=True) + "\n")
@@ -176,7 +154,7 @@ class Trainer:
         self.callback = callback
         self.out = Path(config.output)
         self.checkpoint_path = self.out / "checkpoint.pt"
-        self.device = resolve_device(config.device)
+        self.device = pick_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.checkpoint = self._load_checkpoint() if resume else None
@@ -358,7 +336,7 @@ class Trainer:
             "history": self.history,
             "times": dict(getattr(self, "times", {})),
         }
-        _atomic_save(ck, self.checkpoint_path)
+        atomic_save(ck, self.checkpoint_path)
 
     # --- one step, one validation ---------------------------------------------------------------
     def _predict(self, stage, batch, create_graph, fast_cache=None):
@@ -782,4 +760,4 @@ def train(config: TrainConfig, resume: bool = False, only: str | None = None, qu
     return Trainer(config, resume=resume, quiet=quiet, callback=callback).run(only)
 
 
-__all__ = ["Schedule", "Trainer", "plot_losses", "resolve_device", "train"]
+__all__ = ["Schedule", "Trainer", "plot_losses", "train"]
