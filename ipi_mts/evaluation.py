@@ -259,9 +259,12 @@ def plot_parity(p: dict, metrics: dict, path, components=()):
     ax.plot(e_ref - mean, e_pred - mean, "o", ms=3, alpha=0.7)
     lim = [min((e_ref - mean).min(), (e_pred - mean).min()), max((e_ref - mean).max(), (e_pred - mean).max())]
     ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set_xlabel(f"reference energy − {mean / 1000:.4f} eV (meV/atom)")
-    ax.set_ylabel("predicted (meV/atom)")
-    ax.set_title(f"energy per atom: MAE {metrics['energy_mae_mev_per_atom']:.3f} meV/atom")
+    ax.set_xlabel("reference energy per atom − its mean (meV/atom)")
+    ax.set_ylabel("predicted − the same mean (meV/atom)")
+    ax.set_title(
+        f"energy per atom (mean {mean / 1000:.4f} eV): MAE {metrics['energy_mae_mev_per_atom']:.3f} meV/atom",
+        fontsize=10,
+    )
     if components:
         ax = axes[2]
         for k, name in enumerate(components):

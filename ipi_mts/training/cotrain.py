@@ -631,7 +631,7 @@ class Trainer:
             "metrics": {"validation": validation, "test": test},
             "best_epoch": best.get("epoch") if best else None,
             "training_time_s": {k: round(v, 2) for k, v in times.items()},
-            "steps": self.global_step,
+            "steps": sum(1 for row in self.history["steps"] if row[1] == task),
             "energy_offset_refit_eV": offset,
             "parameters": n_params,
             "reference_energies_eV": {

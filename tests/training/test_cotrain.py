@@ -343,3 +343,18 @@ def test_cli_trains(data_file, tmp_path, capsys):
     assert "pair.pt" in capsys.readouterr().out
     assert (tmp_path / "cli" / "pair.pt").is_file()
     assert isinstance(load_config(path), TrainConfig)
+
+
+def test_only_pair_then_the_baseline_on_resume(data_file, tmp_path):
+    budget = {"fast": {"epochs": None, "steps": 2, "lr": 0.02}, "joint": {"epochs": None, "steps": 2, "lr": 0.01}}
+    config = tiny_config(data_file, tmp_path / "o", kind="both", stages=budget)
+    first = train(config, only="pair", quiet=True)
+    assert set(first["results"]) == {"pair"} and not (tmp_path / "o" / "single.pt").exists()
+    with pytest.raises(UserError, match="--resume"):
+        train(config, only="single", quiet=True)
+    second = train(config, only="single", resume=True, quiet=True)
+    assert set(second["results"]) == {"pair", "single"}
+    assert load_model(tmp_path / "o" / "single.pt").metadata["steps"] == 2 + 2  # its own budget
+    assert load_model(tmp_path / "o" / "pair.pt").metadata["steps"] == 2 + 2
+    with pytest.raises(UserError, match="does not train"):
+        train(tiny_config(data_file, tmp_path / "p"), only="single", quiet=True)
