@@ -23,18 +23,22 @@ def _add_serve(sub):
         description=(
             "Connect to a running i-PI as a force driver and serve MODEL's energies, forces and "
             "virials. K connections in one process are evaluated together as one batched "
-            "model call. Exits when i-PI sends EXIT or closes."
+            "model call. Exits when i-PI sends EXIT or closes. With --mpi, under mpirun, every "
+            "rank serves one of the --forcefield entries over TCP (GPU by node-local rank), "
+            "each in a worker process that is replaced if it dies."
         ),
         epilog=(
             "examples:\n"
             "  ipi-mts serve --model qtip4pf --unix water\n"
-            "  ipi-mts serve --model qtip4pf-intra --host 127.0.0.1 --port 31415 --connections 8"
+            "  ipi-mts serve --model qtip4pf-intra --host 127.0.0.1 --port 31415 --connections 8\n"
+            "  mpirun -n 4 ipi-mts serve --mpi --host ipi-node --beads 32 --ranks 1,3 \\\n"
+            "      --forcefield 31415=water-pair:fast --forcefield 31416=water-pair:slow"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="potential name (qtip4pf, qtip4pf-intra, qtip4pf-inter, lj, harmonic)")
+    p.add_argument("--model", help="potential name (qtip4pf, qtip4pf-intra, qtip4pf-inter, lj, harmonic, water-pair, ...) or model file")
     p.add_argument("--component", default="full", choices=["full", "fast", "slow"], help="part of a learned pair to serve (default: full)")
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument("--unix", metavar="NAME", help="i-PI UNIX socket address (the <address> of an <ffsocket mode='unix'>)")
     where.add_argument("--port", type=int, help="i-PI TCP port (with --host)")
     p.add_argument("--host", default="127.0.0.1", help="i-PI TCP host (default: loopback)")
@@ -45,6 +49,12 @@ def _add_serve(sub):
     p.add_argument("--template", metavar="FILE", help="structure file giving the atom species (i-PI sends none)")
     p.add_argument("--param", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model parameter, repeatable")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the model (default: the cores less one, left to i-PI)")
+    mpi = p.add_argument_group("MPI (mpirun -n K ipi-mts serve --mpi ...; needs pip install 'ipi-mts[mpi]')")
+    mpi.add_argument("--mpi", action="store_true", help="serve as one rank of an MPI job")
+    mpi.add_argument("--forcefield", action="append", default=[], metavar="PORT=MODEL[:COMPONENT]",
+                     help="an i-PI inet forcefield and what serves it; repeat for each (fast, slow, ...)")
+    mpi.add_argument("--ranks", metavar="N1,N2,...", help="ranks per --forcefield, in order (default: as even as possible)")
+    mpi.add_argument("--beads", type=int, metavar="P", help="spread P connections over each forcefield's ranks (default: --connections per rank)")
     p.set_defaults(func=_serve)
 
 
@@ -74,6 +84,12 @@ def _add_run(sub):
     p.add_argument("--print-drivers", action="store_true", help="print the driver command lines and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="keep i-PI's own verbosity (default: quiet)")
+    p.add_argument(
+        "--allow-remote", action="store_true",
+        help="let inet forcefields listen on addresses other than loopback (drivers on other "
+             "nodes). Risk: anyone who can reach the port can connect as a driver, read the "
+             "positions and send forces; use it on a trusted cluster network only",
+    )
     p.set_defaults(func=_run)
 
 

@@ -118,9 +118,27 @@ def driver_plans(root: ET.Element) -> list[DriverPlan]:
     return plans
 
 
-def check_sockets(plans: list[DriverPlan], prefix: str) -> None:
-    """One clear error for a socket that i-PI could not open."""
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` resolves to is a loopback one."""
+    import ipaddress
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def check_sockets(plans: list[DriverPlan], prefix: str, allow_remote: bool = False) -> None:
+    """One clear error for a socket that i-PI could not open, or that would listen beyond
+    this machine without `allow_remote`."""
     for plan in plans:
+        if plan.mode == "inet" and not allow_remote and not is_loopback(plan.address):
+            raise UserError(
+                f"forcefield '{plan.name}' would listen on {plan.address}:{plan.port}, reachable from "
+                "other machines: pass --allow-remote if drivers run elsewhere (anyone who can reach "
+                "the port can then act as a driver)"
+            )
         if plan.mode == "unix":
             path = prefix + plan.address
             if os.path.exists(path):
@@ -344,15 +362,29 @@ def _write_template(simulation, directory: Path) -> str:
     return str(path)
 
 
-def print_driver_commands(plans, simulation=None, prefix="/tmp/ipi_") -> None:
+def print_driver_commands(plans, simulation=None, prefix="/tmp/ipi_", nbeads=1) -> None:
     for plan in plans:
         if plan.model is None:
             print(f"# forcefield '{plan.name}': no model in <parameters>; start your own driver")
             continue
-        k = _connections(simulation, plan) if simulation is not None else 1
+        k = _connections(simulation, plan) if simulation is not None else max(1, -(-nbeads // max(plan.batch_size, 1)))
         where = "started by ipi-mts run" if plan.mode == "unix" else "start on the driver host"
         print(f"# forcefield '{plan.name}' ({plan.mode}, {where}):")
         print(shlex.join(plan.command(k, prefix, "SPECIES.xyz" if plan.mode == "inet" else None)))
+    inet = [p for p in plans if p.mode == "inet" and p.model is not None]
+    if inet:
+        host = "127.0.0.1" if inet[0].address in ("localhost", "") else inet[0].address
+        cmd = ["mpirun", "-n", "K", "ipi-mts", "serve", "--mpi", "--host", host, "--beads", str(nbeads),
+               "--template", "SPECIES.xyz"]
+        for p in inet:
+            cmd += ["--forcefield", f"{p.port}={p.model}" + (f":{p.component}" if p.component != "full" else "")]
+        print("# or all inet forcefields from one MPI job of K ranks (--ranks N1,N2,... to weight them):")
+        print(shlex.join(cmd))
+
+
+def _nbeads(root: ET.Element) -> int:
+    init = root.find("./system/initialize")
+    return int(init.get("nbeads", "1")) if init is not None else 1
 
 
 def run_from_args(args) -> int:
@@ -363,9 +395,9 @@ def run_from_args(args) -> int:
     plans = driver_plans(root)
     prefix = root.get("sockets_prefix", "/tmp/ipi_") or "/tmp/ipi_"
     if args.print_drivers:
-        print_driver_commands(plans, prefix=prefix)
+        print_driver_commands(plans, prefix=prefix, nbeads=_nbeads(root))
         return 0
-    check_sockets(plans, prefix)
+    check_sockets(plans, prefix, args.allow_remote)
     # RESTART files with every digit of float64, so that a restart continues identically
     root.set("floatformat", root.get("floatformat", "%24.16e"))
     ipi_patches.apply()
@@ -393,7 +425,7 @@ def run_from_args(args) -> int:
     others = [p for p in plans if p not in ours]
     if others:
         print("ipi-mts run: start these drivers yourself (i-PI is waiting for them):", file=sys.stderr)
-        print_driver_commands(others, simulation, prefix)
+        print_driver_commands(others, simulation, prefix, _nbeads(root))
     workdir = Path(tempfile.mkdtemp(prefix="ipi-mts-"))
     template = _write_template(simulation, workdir)
     drivers = Drivers(

@@ -154,6 +154,13 @@ def test_print_drivers_for_inet(tmp_path):
     result = run([path, "--print-drivers"], tmp_path, timeout=60)
     assert result.returncode == 0
     assert "ipi-mts serve --model qtip4pf --host 127.0.0.1 --port 23456" in result.stdout
+    assert "mpirun -n K ipi-mts serve --mpi --host 127.0.0.1 --beads 1 --template SPECIES.xyz --forcefield 23456=qtip4pf" in result.stdout
+
+
+def test_inet_beyond_loopback_needs_allow_remote(tmp_path):
+    path, _ = water_input(tmp_path, mode="inet", port=23457)
+    path.write_text(path.read_text().replace("<address>127.0.0.1</address>", "<address>0.0.0.0</address>"))
+    assert_user_error(run([path], tmp_path, timeout=60), "0.0.0.0:23457", "--allow-remote")
 
 
 @pytest.mark.parametrize(

@@ -457,6 +457,17 @@ def default_threads(drivers: int = 1) -> int:
 
 def run_from_args(args) -> int:
     """`ipi-mts serve` with parsed arguments (see `ipi_mts.cli`)."""
+    if args.mpi:
+        from .mpi import serve_rank
+
+        return serve_rank(args)
+    if args.forcefield or args.ranks or args.beads:
+        raise UserError("--forcefield, --ranks and --beads are for --mpi")
+    if not args.model:
+        raise UserError("give the potential to serve with --model")
+    if args.unix is None and args.port is None:
+        raise UserError("give where i-PI listens: --unix NAME or --port PORT (with --host)")
+
     from ..state import read_species
     from .evaluator import WireEvaluator
 
