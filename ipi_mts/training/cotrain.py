@@ -164,10 +164,12 @@ class Trainer:
             )
         self._load_data()
         if self.checkpoint is not None and self.checkpoint["data"] != self.data_summary:
-            raise UserError(
-                f"the data differ from those of {self.checkpoint_path} "
-                f"({self.checkpoint['data']['n_frames']} frames then, {self.data_summary['n_frames']} now)"
+            then, now = self.checkpoint["data"], self.data_summary
+            what = (
+                f"files {then['files']} then, {now['files']} now" if then["files"] != now["files"]
+                else f"{then['n_frames']} frames then, {now['n_frames']} now"
             )
+            raise UserError(f"the data differ from those of {self.checkpoint_path} ({what})")
         self.history = self.checkpoint["history"] if self.checkpoint else {"steps": [], "epochs": []}
         self.completed = list(self.checkpoint["completed"]) if self.checkpoint else []
         self.results = dict(self.checkpoint.get("results", {})) if self.checkpoint else {}
