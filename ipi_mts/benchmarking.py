@@ -4,6 +4,8 @@ potential, side by side in one run.
 Methods (water, NVT with a global SVR thermostat, which barely perturbs the dynamics, so that
 diffusion stays meaningful; and NVE for the drift):
   reference      the reference potential at the inner step (0.5 fs)
+  reference@S    the same with another random seed S: how far two runs of the same dynamics
+                 are apart by the measures below, i.e. what "within error" can mean
   conventional   the single learned model at 0.5 fs
   pair Δt        the learned pair on i-PI MTS: fast every 0.5 fs, slow every Δt (1, 2, 3, 4 fs)
 Reported: wall time per simulated ps (steady state, from `ipi-mts run`) and the speedup over
@@ -164,13 +166,16 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     results = {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))
     for method in tqdm(methods, desc="methods", disable=quiet, file=sys.stderr):
-        case = root / method.replace(":", "-")
-        xml, dt = method_xml(method, models, structure, nvt_ps + equilibration_ps, "nvt",
+        case = root / method.replace(":", "-").replace("@", "-seed-")
+        name, _, seed = method.partition("@")
+        seed = int(seed) if seed else 7
+        xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", seed=seed,
                              frame_fs=frame_fs, thermostat=thermostat)
         nvt = run_method(case / "nvt", xml)
         nve = {"drift_meV_per_atom_ps": float("nan")}
         if nve_ps > 0 and not method.endswith(":inner"):  # NVE does not depend on the placement
-            nve = run_method(case / "nve", method_xml(method, models, structure, nve_ps, "nve", frame_fs=frame_fs)[0])
+            nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", seed=seed,
+                                                      frame_fs=frame_fs)[0])
         results[method] = {"dt_fs": dt, "s_per_ps": nvt["ms_per_step"] / dt,
                            "nve_drift": nve["drift_meV_per_atom_ps"],
                            **analyse(case / "nvt", equilibration_ps, frame_fs)}
@@ -196,7 +201,7 @@ def bench_learned(pair="water-pair", baseline="water-baseline", reference="qtip4
                   outer_fs=(1.0, 2.0, 3.0, 4.0), out="docs/benchmarks/learned-mts", **kw):
     """The learned pair on MTS against the conventional model at 0.5 fs (issue: ≥3x)."""
     models = {"pair": pair, "conventional": baseline, "reference": reference}
-    methods = ["reference", "conventional"] + [f"pair:{o:g}" for o in outer_fs]
+    methods = ["reference", "reference@8", "conventional"] + [f"pair:{o:g}" for o in outer_fs]
     rows, results = compare(methods, models, "conventional", **kw)
     write_report(rows, results, Path(out), "speedup vs the conventional model at 0.5 fs")
     return rows
@@ -205,7 +210,8 @@ def bench_learned(pair="water-pair", baseline="water-baseline", reference="qtip4
 def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out="docs/benchmarks/thermostat-placement", **kw):
     """The q-TIP4P/F physics split on i-PI's built-in MTS (thermostat outside the step) and
     on mode='mts' with the thermostat inside the innermost loop, PILE_L, against 0.5 fs."""
-    methods = ["reference"] + [f"split:{o:g}" for o in outer_fs] + [f"split:{o:g}:inner" for o in outer_fs]
+    methods = (["reference", "reference@8"] + [f"split:{o:g}" for o in outer_fs]
+               + [f"split:{o:g}:inner" for o in outer_fs])
     rows, results = compare(methods, {"reference": "qtip4pf"}, "reference", thermostat="pile_l", **kw)
     write_report(rows, results, Path(out), "speedup vs q-TIP4P/F at 0.5 fs")
     return rows
@@ -248,3 +254,21 @@ def write_report(rows, results, out: Path, speedup_label: str):
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     print("\n".join(lines))
+    print("\n".join(verdict(rows, speedup_label)))
+
+
+def verdict(rows, speedup_label: str) -> list[str]:
+    """One line per MTS method: its speedup and how far its observables are from the
+    reference's, next to how far a second reference run is (the noise floor)."""
+    def far(r):
+        return (f"RDF χ O–O/O–H/H–H {r['rdf_OO_chi']:.2f}/{r['rdf_OH_chi']:.2f}/{r['rdf_HH_chi']:.2f}, "
+                f"T(O) {r['T_O'][0]:.0f} K, T(H) {r['T_H'][0]:.0f} K")
+
+    ref = next(r for r in rows if r["method"] == "reference")
+    out = [f"reference: T(O) {ref['T_O'][0]:.0f} ± {ref['T_O'][1]:.0f} K, T(H) {ref['T_H'][0]:.0f} ± {ref['T_H'][1]:.0f} K"]
+    out += [f"{r['method']} (another seed, the noise floor): {far(r)}" for r in rows if r["method"].startswith("reference@")]
+    for r in rows:
+        if ":" in r["method"] or r["method"] == "conventional":
+            out.append(f"{r['method']}: {r['speedup']:.2f}x ({speedup_label}); {far(r)}; "
+                       f"{'within' if r['within_error'] else 'outside'} the reference's error")
+    return out

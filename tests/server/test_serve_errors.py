@@ -158,3 +158,21 @@ def test_model_mismatch_with_ipi_parameters(tmp_path):
     assert rc == 2
     line = one_error_line(err)
     assert "asks for model 'lj'" in line and "serves 'qtip4pf'" in line
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--unix", "x"], "--model"),
+        (["--model", "qtip4pf"], "--unix NAME or --port"),
+        (["--model", "qtip4pf", "--port", "1", "--beads", "8"], "are for --mpi"),
+    ],
+)
+def test_missing_or_misplaced_arguments(tmp_path, args, words):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ipi_mts.cli", "serve", *args], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert words in one_error_line(result.stderr)
