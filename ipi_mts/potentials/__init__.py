@@ -23,6 +23,7 @@ REFERENCE_POTENTIALS = {
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 SHIPPED_MODELS = ("water-pair", "water-baseline")
 MODEL_FILE_PARAMS = ("dtype",)
+ASE_PREFIX = "ase:"  # ase:NAME, any ASE calculator (ase_calculator.py)
 
 
 def _number(value):
@@ -43,8 +44,10 @@ def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
 
     `component` selects the fast or slow part of a learned pair; reference potentials and
     single learned models have only `full`. A model file takes `dtype` (float32/float64).
+    `ase:NAME` is ASE's calculator NAME (e.g. ase:EMT), built with `params`.
     """
-    if name not in REFERENCE_POTENTIALS:
+    is_ase = name.lower().startswith(ASE_PREFIX)
+    if name not in REFERENCE_POTENTIALS and not is_ase:
         path = _model_file(name)
         unknown = sorted(set(params) - set(MODEL_FILE_PARAMS))
         if unknown:
@@ -57,9 +60,13 @@ def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
         return load_component(path, component, dtype=params.get("dtype"))
     if component != "full":
         raise UserError(f"model {name!r} has no {component!r} component (only 'full')")
+    kwargs = {k: _number(v) for k, v in params.items()}
+    if is_ase:
+        from .ase_calculator import ASECalculator
+
+        return ASECalculator(name[len(ASE_PREFIX) :], **kwargs)
     module, cls, fixed = REFERENCE_POTENTIALS[name]
     model_cls = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
-    kwargs = {k: _number(v) for k, v in params.items()}
     try:
         return model_cls(**fixed, **kwargs)
     except TypeError as e:
@@ -84,7 +91,7 @@ def _model_file(name: str) -> Path:
             f"shipped model {name!r} is not installed ({shipped} is missing): train it, or give "
             "the path of a model file"
         )
-    known = ", ".join(sorted(REFERENCE_POTENTIALS) + shipped_models())
+    known = ", ".join(sorted(REFERENCE_POTENTIALS) + shipped_models() + [ASE_PREFIX + "NAME"])
     raise UserError(
         f"unknown model {name!r}: not a reference potential, a shipped model or a model file; "
         f"known models: {known}"
