@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..errors import UserError
 
 RESTARTS_PER_RANK = 10
+COMPONENTS = ("full", "fast", "slow")
 _NO_IPI = "no i-PI listening"  # the worker's message when nothing accepts its connection
 
 
@@ -39,13 +40,14 @@ class Forcefield:
 
     @classmethod
     def parse(cls, text: str) -> "Forcefield":
-        port, eq, what = text.partition("=")
-        model, _, component = what.partition(":")
+        port, eq, model = text.partition("=")
+        component = "full"
+        head, _, tail = model.rpartition(":")
+        if head and tail in COMPONENTS:  # a model name may hold colons itself (ase:EMT)
+            model, component = head, tail
         if not eq or not port.strip().isdigit() or not model:
-            raise UserError(f"--forcefield {text!r}: expected PORT=MODEL or PORT=MODEL:COMPONENT")
-        component = component or "full"
-        if component not in ("full", "fast", "slow"):
-            raise UserError(f"--forcefield {text!r}: component must be full, fast or slow, not {component!r}")
+            raise UserError(f"--forcefield {text!r}: expected PORT=MODEL or PORT=MODEL:COMPONENT "
+                            f"(COMPONENT one of {', '.join(COMPONENTS)})")
         return cls(int(port), model, component)
 
     @property

@@ -26,6 +26,7 @@ def test_forcefield_mapping():
     fast, slow = Forcefield.parse("31415=water-pair:fast"), Forcefield.parse("31416=water-pair:slow")
     assert (slow.port, slow.model, slow.component) == (31416, "water-pair", "slow")
     assert Forcefield.parse("1=qtip4pf").component == "full"
+    assert (Forcefield.parse("1=ase:EMT").model, Forcefield.parse("1=ase:EMT:full").model) == ("ase:EMT", "ase:EMT")
     # 4 ranks, 1 fast + 3 slow, 8 beads: the slow ranks hold 3 + 3 + 2 connections
     got = [assignment([fast, slow], 4, r, ranks="1,3", beads=8) for r in range(4)]
     assert [(ff.component, j, k) for ff, j, k in got] == [("fast", 0, 8), ("slow", 0, 3), ("slow", 1, 3), ("slow", 2, 2)]
@@ -38,7 +39,6 @@ def test_forcefield_mapping():
     [
         ("31415", None, 2, "expected PORT=MODEL"),
         ("x=qtip4pf", None, 2, "expected PORT=MODEL"),
-        ("1=water-pair:medium", None, 2, "component must be"),
         ("1=qtip4pf", "1,1", 2, "one count"),
         ("1=qtip4pf", "3", 2, "adds up to 3"),
     ],
