@@ -22,9 +22,25 @@ with `torch.load(path, weights_only=True)`, which refuses anything else:
       },
     }
 
-`load_model` checks all of it (format, version, kind, units, components, config, that the
-weights match the shapes the config implies and are finite) and turns any problem into a
-one-line UserError that names the file.
+A map file (kind "map", `save_map` / `load_map`) holds a long-time-step map of
+`ipi_mts.maps` (S = τ[H + H_θ], see maps/generating.py) instead of an energy model:
+
+      "kind": "map",
+      "masses": [...],                         # required: the map was made for these masses
+      "cutoffs": {"correction": 3.0},          # Å, of each learned component
+      "map": {
+        "stride_fs": 1.0,                      # τ: the only time step the map may be used with
+        "anchor": {"reference": "qtip4pf", "params": {}}   # V: a reference potential by name
+                | {"embedded": "anchor"},      #    or a learned model, components["anchor"]
+        "kinetic_scale_eV": 0.025852 | None,   # E₀ of H_θ's momentum features (None: no H_θ)
+        "solver": {"tol": 1e-9, "max_iter": 50, "memory": 5, "fallback_substeps": 4},
+      },
+      "components": {"correction": {"architecture": "momentum-correction", ...}}  # or {}:
+                                               # the pure implicit-midpoint map of V
+
+`load_model` / `load_map` check all of it (format, version, kind, units, components, config,
+that the weights match the shapes the config implies and are finite) and turn any problem
+into a one-line UserError that names the file.
 """
 
 from __future__ import annotations
@@ -47,9 +63,19 @@ FORMAT = "ipi-mts-model"
 VERSION = 1
 SUFFIX = ".pt"
 UNITS = {"energy": "eV", "length": "Å"}
-KINDS = {"single": ("full",), "pair": ("fast", "slow")}
+KINDS = {"single": ("full",), "pair": ("fast", "slow"), "map": ()}  # required components
+MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant"}  # optional
+SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int}
 # architecture name -> (module class, config class with to_dict/from_dict)
 ARCHITECTURES = {"equivariant": (EquivariantPotential, EquivariantConfig)}
+
+
+def _architectures() -> dict:
+    """ARCHITECTURES and the maps' momentum correction (imported late: maps build on
+    potentials, not the other way round)."""
+    from ..maps.generating import MomentumCorrection
+
+    return ARCHITECTURES | {MomentumCorrection.architecture: (MomentumCorrection, EquivariantConfig)}
 
 
 def _jsonable(value, what: str):
@@ -65,9 +91,9 @@ def _actual_config(model):
     return dataclasses.replace(model.config, dtype=dtype) if dtype else model.config
 
 
-def _component_entry(model: EnergyModel) -> dict:
+def _component_entry(model: EnergyModel, allowed=ARCHITECTURES) -> dict:
     name = getattr(model, "architecture", None)
-    if name not in ARCHITECTURES:
+    if name not in allowed:
         raise UserError(f"cannot save a {type(model).__name__}: not a learned architecture")
     return {
         "architecture": name,
@@ -90,20 +116,30 @@ def save_model(path, model: EnergyModel, metadata: dict | None = None, masses=No
     species = [int(z) for z in model.species]
     cutoffs = {name: float(m.cutoff) for name, m in components.items()}
     cutoffs["full"] = max(cutoffs.values())
-    if masses is not None:
-        if isinstance(masses, dict):
-            missing = [z for z in species if z not in masses and str(z) not in masses]
-            if missing:
-                raise UserError(f"masses given without species Z={missing}")
-            masses = [masses.get(z, masses.get(str(z))) for z in species]
-        masses = [float(m) for m in masses]
-        if len(masses) != len(species) or not all(m > 0 and math.isfinite(m) for m in masses):
-            raise UserError(f"masses {masses} are not one positive mass per species {species}")
+    masses = None if masses is None else _masses_list(masses, species)
+    atomic_save(_content(kind, species, cutoffs, masses, metadata, entries), path)
+    return path
+
+
+def _masses_list(masses, species) -> list[float]:
+    """amu in the order of `species`, from a dict {Z: amu} or a sequence."""
+    if isinstance(masses, dict):
+        missing = [z for z in species if z not in masses and str(z) not in masses]
+        if missing:
+            raise UserError(f"masses given without species Z={missing}")
+        masses = [masses.get(z, masses.get(str(z))) for z in species]
+    masses = [float(m) for m in masses]
+    if len(masses) != len(species) or not all(m > 0 and math.isfinite(m) for m in masses):
+        raise UserError(f"masses {masses} are not one positive mass per species {species}")
+    return masses
+
+
+def _content(kind, species, cutoffs, masses, metadata, components, **extra) -> dict:
     import e3nn
 
     from .. import __version__
 
-    content = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
@@ -117,10 +153,9 @@ def save_model(path, model: EnergyModel, metadata: dict | None = None, masses=No
             "torch": str(torch.__version__),
             "e3nn": str(e3nn.__version__),
         },
-        "components": entries,
+        "components": components,
+        **extra,
     }
-    atomic_save(content, path)
-    return path
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -204,16 +239,25 @@ def _read(path: Path) -> dict:
         or not all(isinstance(m, float | int) and m > 0 for m in masses)
     ):
         raise _Bad(f"masses {masses} are not one positive number per species")
+    if kind == "map" and masses is None:
+        raise _Bad("a map file needs masses (the map is made for them)")
     _need(content, "metadata", dict, "")
     _need(content, "cutoffs", dict, "")
     components = _need(content, "components", dict, "")
-    if sorted(components) != sorted(KINDS[kind]):
-        raise _Bad(f"a {kind} file needs components {list(KINDS[kind])}, found {sorted(components)}")
-    for name in KINDS[kind]:
+    if kind == "map":
+        expected = {name: MAP_COMPONENTS[name] for name in components if name in MAP_COMPONENTS}
+        if len(expected) < len(components):
+            raise _Bad(f"a map file has components among {list(MAP_COMPONENTS)}, found {sorted(components)}")
+        _check_map(content)
+    else:
+        expected = {name: None for name in KINDS[kind]}
+        if sorted(components) != sorted(expected):
+            raise _Bad(f"a {kind} file needs components {list(KINDS[kind])}, found {sorted(components)}")
+    for name, want in expected.items():
         where = f" in component {name!r}"
         entry = _need(components, name, dict, "")
         arch = _need(entry, "architecture", str, where)
-        if arch not in ARCHITECTURES:
+        if (arch not in ARCHITECTURES) if want is None else (arch != want):
             raise _Bad(f"unknown architecture {arch!r}{where}")
         _need(entry, "config", dict, where)
         weights = _need(entry, "weights", dict, where)
@@ -222,12 +266,43 @@ def _read(path: Path) -> dict:
     return content
 
 
+def _check_map(content: dict) -> None:
+    """The "map" section of a map file (module docstring)."""
+    section = _need(content, "map", dict, "")
+    stride = _need(section, "stride_fs", float | int, " in 'map'")
+    if not (math.isfinite(stride) and stride > 0):
+        raise _Bad(f"stride_fs {stride!r} is not a positive time step (fs)")
+    anchor = _need(section, "anchor", dict, " in 'map'")
+    embedded = "anchor" in content["components"]
+    if embedded != ("embedded" in anchor) or ("reference" in anchor) == ("embedded" in anchor):
+        raise _Bad(
+            "the map's anchor must be either {'reference': NAME, 'params': {...}} or "
+            "{'embedded': 'anchor'} with an 'anchor' component"
+        )
+    if not embedded:
+        _need(anchor, "reference", str, " in the map's anchor")
+        _need(anchor, "params", dict, " in the map's anchor")
+    scale = section.get("kinetic_scale_eV")
+    if ("correction" in content["components"]) != (scale is not None):
+        raise _Bad("kinetic_scale_eV must be given exactly when the map has a correction")
+    if scale is not None and not (isinstance(scale, float | int) and math.isfinite(scale) and scale > 0):
+        raise _Bad(f"kinetic_scale_eV {scale!r} is not a positive energy (eV)")
+    solver = _need(section, "solver", dict, " in 'map'")
+    if set(solver) != set(SOLVER):
+        raise _Bad(f"solver settings must be {sorted(SOLVER)}, found {sorted(solver)}")
+    for key, kind in SOLVER.items():
+        value = _need(solver, key, float | int if kind is float else int, " in the map's solver")
+        ok = value > 0 if key == "tol" else value >= (0 if key == "memory" else 1)
+        if isinstance(value, bool) or not (math.isfinite(value) and ok):
+            raise _Bad(f"solver setting {key} = {value!r} is out of range")
+
+
 def _some(keys, n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
 def _build(name: str, entry: dict, species, dtype) -> EnergyModel:
-    module_cls, config_cls = ARCHITECTURES[entry["architecture"]]
+    module_cls, config_cls = _architectures()[entry["architecture"]]
     values = dict(entry["config"])
     if dtype is not None:
         values["dtype"] = dtype
@@ -272,6 +347,9 @@ def load_model(path, device=None, dtype: str | None = None) -> EnergyModel:
         raise UserError(f"bad dtype {dtype!r}: choose float32 or float64")
     try:
         content = _read(path)
+        if content["kind"] == "map":
+            raise _Bad("is a long-time-step map, not an energy model: use it as "
+                       "<dynamics mode='learned_map' model='...'> (or load_map)")
         species = content["species"]
         built = {
             name: _build(name, content["components"][name], species, dtype)
@@ -311,12 +389,141 @@ def load_component(
     return model
 
 
+# --- long-time-step maps -----------------------------------------------------------------------
+def ipi_masses(species) -> list[float]:
+    """i-PI's element masses (amu) of `species`: what an i-PI run uses unless told otherwise."""
+    from ipi.utils.units import Elements
+
+    from ..state import symbols
+
+    return [float(Elements.mass_list[s]) for s in symbols(species)]
+
+
+def save_map(
+    path,
+    midpoint_map,
+    anchor: str | None = None,
+    anchor_params: dict | None = None,
+    species=None,
+    masses=None,
+    metadata: dict | None = None,
+) -> Path:
+    """Write a `maps.MidpointMap` to `path`, atomically: its stride, solver settings and
+    correction H_θ (or none), and its anchor potential V, which is either a reference
+    potential named by `anchor` (with `anchor_params`; e.g. "qtip4pf", "ase:EMT") or, with
+    `anchor=None`, the map's own learned potential, embedded. `species` (atomic numbers)
+    default to the learned parts'; `masses` (amu, {Z: m} or a sequence) to i-PI's."""
+    from . import ASE_PREFIX, REFERENCE_POTENTIALS
+
+    path = Path(path)
+    generating = midpoint_map.generating
+    correction, potential = generating.correction, generating.potential
+    components = {}
+    if correction is not None:
+        components["correction"] = _component_entry(correction, _architectures())
+    if anchor is None:
+        if getattr(potential, "architecture", None) not in ARCHITECTURES:
+            raise UserError(
+                f"the map's potential is a {type(potential).__name__}: name it with anchor= "
+                "(a reference potential) or use a learned one, which is embedded"
+            )
+        components["anchor"] = _component_entry(potential)
+        anchor_entry = {"embedded": "anchor"}
+    elif anchor in REFERENCE_POTENTIALS or anchor.lower().startswith(ASE_PREFIX):
+        anchor_entry = {"reference": anchor, "params": _jsonable(dict(anchor_params or {}), "anchor params")}
+    else:
+        raise UserError(
+            f"anchor {anchor!r} is not a reference potential ({', '.join(REFERENCE_POTENTIALS)}, "
+            f"{ASE_PREFIX}NAME): a learned anchor is embedded (anchor=None)"
+        )
+    learned = [m for m in (correction, None if anchor else potential) if m is not None]
+    if species is None:
+        if not learned:
+            raise UserError("give the species of a map without learned parts (species=[1, 8], ...)")
+        species = learned[0].species
+    species = [int(z) for z in species]
+    for m in learned:
+        if list(m.species) != species:
+            raise UserError(f"species {species} differ from the learned parts' {list(m.species)}")
+    section = {
+        "stride_fs": float(generating.timestep_fs),
+        "anchor": anchor_entry,
+        "kinetic_scale_eV": None if correction is None else float(correction.kinetic_scale),
+        "solver": {key: kind(getattr(midpoint_map, key)) for key, kind in SOLVER.items()},
+    }
+    cutoffs = {name: float(_actual_config(m).cutoff) for name, m in
+               (("correction", correction), ("anchor", None if anchor else potential)) if m is not None}
+    masses = _masses_list(ipi_masses(species) if masses is None else masses, species)
+    atomic_save(_content("map", species, cutoffs, masses, metadata, components, map=section), path)
+    return path
+
+
+def map_file(name) -> Path:
+    """The map file that `name` stands for: a path, or a shipped map NAME (ipi_mts/models/NAME.pt)."""
+    from . import MODELS_DIR
+
+    path = Path(os.path.expanduser(str(name)))
+    if path.exists() or path.suffix == SUFFIX or os.sep in str(name) or "/" in str(name):
+        return path
+    shipped = MODELS_DIR / f"{name}{SUFFIX}"
+    if shipped.is_file():
+        return shipped
+    raise UserError(f"unknown map {name!r}: not a file, nor a shipped map ({shipped} is missing)")
+
+
+def load_map(name, dtype: str = "float64"):
+    """The `maps.MidpointMap` stored at `name` (a path, or a shipped map's NAME), learned
+    parts in `dtype` (float64 by default: the implicit solve wants it). Attached attributes:
+    `species` (atomic numbers), `masses` ({Z: amu}), `metadata`, `model_file`, `anchor`
+    (the reference name, or "embedded")."""
+    from ..maps import GeneratingFunction, MidpointMap
+    from . import load_potential
+
+    path = map_file(name)
+    try:
+        content = _read(path)
+        if content["kind"] != "map":
+            raise _Bad(f"holds a {content['kind']} energy model, not a long-time-step map")
+        species, section = content["species"], content["map"]
+        built = {k: _build(k, v, species, dtype) for k, v in content["components"].items()}
+        correction = built.get("correction")
+        if correction is not None and float(correction.kinetic_scale) != float(section["kinetic_scale_eV"]):
+            raise _Bad(
+                f"kinetic_scale_eV {section['kinetic_scale_eV']} differs from the correction's "
+                f"{float(correction.kinetic_scale)}"
+            )
+        anchor = section["anchor"].get("reference", "embedded")
+        if "anchor" in built:
+            potential = built["anchor"]
+        else:
+            try:
+                potential = load_potential(anchor, **section["anchor"]["params"])
+            except UserError as e:
+                raise _Bad(f"anchor: {e}") from None
+    except _Bad as e:
+        raise UserError(f"{path}: {e}") from None
+    generating = GeneratingFunction(potential.eval(), section["stride_fs"], correction)
+    if correction is not None:
+        correction.eval()
+    midpoint_map = MidpointMap(generating, **section["solver"])
+    midpoint_map.species = list(species)
+    midpoint_map.masses = dict(zip(species, (float(m) for m in content["masses"])))
+    midpoint_map.metadata = content["metadata"]
+    midpoint_map.model_file = str(path)
+    midpoint_map.anchor = anchor
+    return midpoint_map
+
+
 __all__ = [
     "FORMAT",
     "SUFFIX",
     "VERSION",
+    "ipi_masses",
     "load_component",
+    "load_map",
     "load_model",
+    "map_file",
     "read_model_file",
+    "save_map",
     "save_model",
 ]

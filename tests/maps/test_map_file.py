@@ -1,0 +1,142 @@
+"""Map files (`save_map` / `load_map`): round trips give the same map, bit for bit; a
+corrupt or mismatched file is refused with one line that names it."""
+
+import pytest
+import torch
+
+from ipi_mts import potentials
+from ipi_mts.errors import UserError
+from ipi_mts.maps import GeneratingFunction, MidpointMap
+from ipi_mts.potentials.equivariant import EquivariantConfig, EquivariantPotential
+from ipi_mts.potentials.model_file import ipi_masses, load_map, load_model, save_map, save_model
+
+from map_helpers import water, water_map
+
+
+def learned_anchor():
+    config = EquivariantConfig(
+        species=(1, 8), cutoff=3.0, num_features=8, lmax=1, num_layers=1, num_basis=6,
+        radial_hidden=16, avg_num_neighbors=4.0, dtype="float64",
+    )
+    model = EquivariantPotential(config, seed=7)
+    model.set_scale_shift(0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("maps")
+    corrected = water_map(2.0, learned=True, tol=1e-12, max_iter=80, memory=4, fallback_substeps=3)
+    embedded = MidpointMap(GeneratingFunction(learned_anchor(), 1.5), tol=1e-12)
+    return {
+        "corrected": save_map(folder / "corrected.pt", corrected, anchor="qtip4pf", metadata={"seed": 0}),
+        "pure": save_map(folder / "pure.pt", water_map(1.0, learned=False), anchor="qtip4pf", species=[1, 8]),
+        "embedded": save_map(folder / "embedded.pt", embedded, masses={1: 2.014, 8: 15.999}),
+        "energy": save_model(folder / "energy.pt", learned_anchor()),
+        "maps": {"corrected": corrected, "embedded": embedded},
+    }
+
+
+def same_steps(a: MidpointMap, b: MidpointMap):
+    q, p, masses, h, numbers = water(2, seed=3)
+    qa, pa, ia = a.step(q, p, masses, h, numbers)
+    qb, pb, ib = b.step(q, p, masses, h, numbers)
+    assert ia["converged"] and ib == ia
+    return (qa == qb).all() and (pa == pb).all() and abs(qa - q.numpy()).max() > 0.01
+
+
+@pytest.mark.parametrize("name", ["corrected", "embedded"])
+def test_round_trip_gives_the_same_map(files, name):
+    original, loaded = files["maps"][name], load_map(files[name])
+    assert same_steps(original, loaded)
+    assert loaded.generating.timestep_fs == original.generating.timestep_fs
+    for key in ("tol", "max_iter", "memory", "fallback_substeps"):
+        assert getattr(loaded, key) == getattr(original, key), key
+
+
+def test_what_the_file_says(files):
+    corrected = load_map(files["corrected"])
+    assert corrected.anchor == "qtip4pf" and corrected.species == [1, 8]
+    assert corrected.masses == dict(zip([1, 8], ipi_masses([1, 8]))) == {1: 1.00794, 8: 15.9994}
+    assert corrected.metadata == {"seed": 0} and corrected.model_file == str(files["corrected"])
+    assert corrected.generating.correction is not None
+    assert float(corrected.generating.correction.kinetic_scale) == pytest.approx(0.025852)
+    pure = load_map(files["pure"])
+    assert pure.generating.correction is None and pure.tau == pytest.approx(41.341373, rel=1e-6)
+    embedded = load_map(files["embedded"])
+    assert embedded.anchor == "embedded" and embedded.masses == {1: 2.014, 8: 15.999}
+    content = torch.load(files["embedded"], weights_only=True)  # plain data, no code
+    assert content["kind"] == "map" and sorted(content["components"]) == ["anchor"]
+    assert content["map"]["anchor"] == {"embedded": "anchor"} and content["map"]["kinetic_scale_eV"] is None
+    assert content["cutoffs"] == {"anchor": 3.0}
+
+
+def test_shipped_map_by_name(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(potentials, "MODELS_DIR", tmp_path)
+    (tmp_path / "water-map.pt").write_bytes(files["pure"].read_bytes())
+    assert load_map("water-map").generating.timestep_fs == 1.0
+    with pytest.raises(UserError, match="unknown map 'nope'"):
+        load_map("nope")
+
+
+def _error(path, loader=load_map):
+    with pytest.raises(UserError) as info:
+        loader(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_kind_mismatch(files):
+    assert "holds a single energy model, not a long-time-step map" in _error(files["energy"])
+    assert "is a long-time-step map, not an energy model" in _error(files["pure"], load_model)
+
+
+def test_truncated_file(files, tmp_path):
+    data = files["corrected"].read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    assert "not a readable model file" in _error(tmp_path / "cut.pt")
+
+
+def _section(c):
+    return c["map"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(masses=None), "needs masses"),
+        (lambda c: c.pop("map"), "missing key 'map'"),
+        (lambda c: _section(c).update(stride_fs=0.0), "stride_fs 0.0 is not a positive"),
+        (lambda c: _section(c).update(stride_fs="1 fs"), "'stride_fs' in 'map' is a str"),
+        (lambda c: _section(c).update(anchor={"reference": "qtip5p", "params": {}}), "anchor: unknown model 'qtip5p'"),
+        (lambda c: _section(c).update(anchor={"embedded": "anchor"}), "either"),
+        (lambda c: _section(c).update(kinetic_scale_eV=0.03), "kinetic_scale_eV 0.03 differs"),
+        (lambda c: _section(c).update(kinetic_scale_eV=None), "exactly when the map has a correction"),
+        (lambda c: _section(c)["solver"].update(max_iter=0), "max_iter = 0 is out of range"),
+        (lambda c: _section(c)["solver"].pop("tol"), "solver settings must be"),
+        (lambda c: c["components"].update(full=c["components"]["correction"]), "has components among"),
+        (lambda c: c["components"]["correction"].update(architecture="equivariant"), "unknown architecture"),
+        (lambda c: c["components"]["correction"]["config"].update(num_features=4), "has shape"),
+        (lambda c: c["components"]["correction"]["config"].update(species=[1, 6]), "has species"),
+        (lambda c: next(iter(c["components"]["correction"]["weights"].values())).fill_(float("nan")), "not finite"),
+    ],
+)
+def test_corrupt_files_rejected(files, tmp_path, edit, message):
+    content = torch.load(files["corrected"], weights_only=True)
+    edit(content)
+    torch.save(content, tmp_path / "edited.pt")
+    assert message in _error(tmp_path / "edited.pt")
+
+
+def test_save_rejects_bad_input(tmp_path):
+    pure = water_map(1.0, learned=False)
+    with pytest.raises(UserError, match="give the species"):
+        save_map(tmp_path / "m.pt", pure, anchor="qtip4pf")
+    with pytest.raises(UserError, match="name it with anchor="):
+        save_map(tmp_path / "m.pt", pure, species=[1, 8])
+    with pytest.raises(UserError, match="not a reference potential"):
+        save_map(tmp_path / "m.pt", pure, anchor="water-pair", species=[1, 8])
+    with pytest.raises(UserError, match="differ from the learned parts"):
+        save_map(tmp_path / "m.pt", water_map(1.0), anchor="qtip4pf", species=[1, 6, 8])
+    assert not list(tmp_path.iterdir())
