@@ -1,4 +1,4 @@
-"""Blow-up guard and monitor of `<dynamics mode='mts'>`.
+"""Blow-up guard and monitor of `<dynamics mode='mts'>` and `<dynamics mode='learned_map'>`.
 
 Every step (cheap, O(3NP) over arrays i-PI holds anyway):
   - positions and momenta are finite (one sum each: NaN and inf propagate);
@@ -8,10 +8,11 @@ Every step (cheap, O(3NP) over arrays i-PI holds anyway):
 Every `stride` steps:
   - no two atoms of any bead closer than `min_distance` (a vesin cell list with that
     cutoff, linear in N, minimum image in i-PI's cell);
-  - one line of the monitor file `<prefix>.mts_monitor`: step, time, conserved energy, its
-    drift (least-squares slope since the start of this run, per atom) and the kinetic
-    temperature of each species (the equipartition check: in equilibrium each equals the
-    ensemble temperature). The same per-species temperatures are i-PI's own properties
+  - one line of the monitor file `<prefix>.mts_monitor` (`<prefix>.map_monitor` for maps):
+    step, time, conserved energy, its drift (least-squares slope since the start of this
+    run, per atom) and the kinetic temperature of each species (the equipartition check: in
+    equilibrium each equals the ensemble temperature), then the integrator's own columns
+    (`monitor_columns()`, e.g. a map's solver iterations and fallbacks). The same per-species temperatures are i-PI's own properties
     `temperature(atom=O)`, which can be written in `<properties>` for any mode.
 
 A failed check stops the run: i-PI's soft exit is run (outputs closed, RESTART written
@@ -102,11 +103,16 @@ def _units():
     }
 
 
-class Monitor:
-    """The guard and monitor of one mts motion. `bind` after the integrator is bound."""
+MTS_HINT = "try a shorter <timestep> or more inner steps in <nmts>"
 
-    def __init__(self, settings: GuardSettings):
+
+class Monitor:
+    """The guard and monitor of one motion (`name`: its mode, for messages; `hint`: what to
+    try when it blows up). `bind` after the integrator is bound."""
+
+    def __init__(self, settings: GuardSettings, name: str = "mts", hint: str = MTS_HINT):
         self.s = settings
+        self.name, self.hint = name, hint
         self.drift = DriftFit()
         self.tsum: dict[str, float] = {}
         self.nsamples = 0
@@ -131,6 +137,7 @@ class Monitor:
             if omaker.f_start:
                 cols = ["step", "time_ps", "conserved_Ha", "drift_meV_per_atom_ps"]
                 cols += [f"T({s})_K" for s in self.species] + ["min_distance_A"]
+                cols += list(self._columns())
                 self.out.out.write("# " + " ".join(cols) + "\n")
 
     # ---------------------------------------------------------------- quantities
@@ -236,15 +243,20 @@ class Monitor:
             ]
             vals += [f"{temps[k] * self.u['K']:.6g}" for k in self.species]
             vals += [f"{self.last_min_distance * self.u['A']:.6g}"]
+            vals += [f"{v:.6g}" for v in self._columns().values()]
             self.out.out.write(" ".join(vals) + "\n")
             self.out.out.flush()
+
+    def _columns(self) -> dict:
+        columns = getattr(self.ig, "monitor_columns", None)
+        return columns() if columns is not None else {}
 
     def _stop(self, step: int, reason: str) -> None:
         from ipi.utils.softexit import softexit
 
         msg = (
-            f"mts dynamics blew up at step {step + 1}: {reason}; stopped, RESTART holds the "
-            f"last stored step (try a shorter <timestep> or more inner steps in <nmts>)"
+            f"{self.name} dynamics blew up at step {step + 1}: {reason}; stopped, RESTART holds "
+            f"the last stored step ({self.hint})"
         )
         self.stopped = msg
         try:
@@ -268,13 +280,16 @@ class Monitor:
             "target_K": target * self.u["K"] if target > 0 else float("nan"),
             "species_T_K": {k: v / n * self.u["K"] for k, v in self.tsum.items()},
             "drift_meV_per_atom_ps": self.drift_mev_per_atom_ps(),
-            "placement": self.ig.thermostat_placement,
+            "mode": self.name,
+            "placement": getattr(self.ig, "thermostat_placement", None),
             "stopped": self.stopped,
+            **(self.ig.monitor_summary() if hasattr(self.ig, "monitor_summary") else {}),
         }
 
 
 def summary(simulation) -> dict | None:
-    """The monitor summary of the first system of `simulation` if it runs mode='mts'."""
+    """The monitor summary of the first system of `simulation` if it runs mode='mts' or
+    mode='learned_map'."""
     for system in simulation.syslist:
         integrator = getattr(system.motion, "integrator", None)
         mon = getattr(integrator, "monitor", None)
@@ -285,10 +300,13 @@ def summary(simulation) -> dict | None:
 
 def summary_line(simulation) -> str | None:
     """One line for the end of a run: per-species mean kinetic temperature (equipartition
-    check) against the target (the launcher's own line has the drift). None for other modes."""
+    check) against the target (the launcher's own line has the drift); for a map, also its
+    solver iterations and fallbacks. None for other modes."""
     s = summary(simulation)
-    if s is None or s["samples"] == 0:
+    if s is None or (s["samples"] == 0 and not s.get("steps")):
         return None
     temps = ", ".join(f"T({k}) {v:.1f} K" for k, v in s["species_T_K"].items())
     target = f" (target {s['target_K']:.1f} K)" if np.isfinite(s["target_K"]) else ""
+    if s["mode"] != "mts":
+        return f"{s['mode']} monitor ({s['samples']} samples, {s['solver']}): {temps}{target}"
     return f"mts monitor ({s['placement']} thermostat, {s['samples']} samples): {temps}{target}"

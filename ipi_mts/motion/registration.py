@@ -1,19 +1,23 @@
-"""Registration of `<dynamics mode='mts'>` into i-PI, in memory, without touching its files.
+"""Registration of `<dynamics mode='mts'>` and `<dynamics mode='learned_map'>` into i-PI,
+in memory, without touching its files.
 
 i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (idempotent):
 
-1. appends ``'mts'`` to ``InputDynamics.attribs["mode"][1]["options"]``;
-2. adds to `<dynamics>` the attribute ``thermostat_placement`` ('outer' | 'inner', default
-   'outer') and the field ``<mts_guard>`` (blow-up guard and monitor settings); both are
-   read from XML (`InputDynamics.fetch` passes them to `Dynamics.__init__`) and written
-   back into RESTART files (`InputDynamics.store`); both are written only when they differ
-   from their defaults, so i-PI's own modes write the same RESTART files as before;
-3. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator` (a
-   subclass of i-PI's `NVTIntegrator`). The object stays a `Dynamics`, so its thermostat,
-   barostat, ``nmts`` and ``ethermo`` are stored in RESTART by i-PI's own code. Any other
-   mode runs i-PI's code unchanged (the two new settings must then be at their defaults).
+1. appends ``'mts'`` and ``'learned_map'`` to ``InputDynamics.attribs["mode"][1]["options"]``;
+2. adds to `<dynamics>` the attributes ``thermostat_placement`` ('outer' | 'inner', default
+   'outer'; mode='mts'), ``model`` (the map file or shipped map; mode='learned_map') and
+   ``energy_rescaling`` (default false; mode='learned_map'), and the field ``<mts_guard>``
+   (blow-up guard and monitor settings, both modes); all are read from XML
+   (`InputDynamics.fetch` passes them to `Dynamics.__init__`) and written back into RESTART
+   files (`InputDynamics.store`), only when they differ from their defaults, so i-PI's own
+   modes write the same RESTART files as before;
+3. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator`, with
+   ``mode='learned_map'`` a `LearnedMapIntegrator` (both subclasses of i-PI's
+   `NVTIntegrator`). The object stays a `Dynamics`, so its thermostat, barostat, ``nmts``
+   and ``ethermo`` are stored in RESTART by i-PI's own code. Any other mode runs i-PI's
+   code unchanged (the new settings must then be at their defaults).
 
-A RESTART with ``mode='mts'`` needs the same registration to load: run it with
+A RESTART with ``mode='mts'`` (or 'learned_map') needs the same registration to load: run it with
 ``ipi-mts run FILE``. Plain ``i-pi`` cannot be taught a message of ours without patching
 its files; it stops while reading the input with a traceback that ends in::
 
@@ -30,8 +34,11 @@ import functools
 import threading
 
 MODE = "mts"
+MAP_MODE = "learned_map"
 PLACEMENTS = ("outer", "inner")
 RUN_HINT = "mode 'mts' needs ipi-mts: run it with `ipi-mts run FILE`"
+# the settings each of our modes adds to <dynamics>, with their defaults
+MAP_SETTINGS = {"model": "", "energy_rescaling": False}
 
 _lock = threading.Lock()
 _registered = False
@@ -102,8 +109,9 @@ def _wrap_input_dynamics(InputDynamics):
     from ipi.utils.inputvalue import InputAttribute
 
     options = InputDynamics.attribs["mode"][1]["options"]
-    if MODE not in options:
-        options.append(MODE)
+    for mode in (MODE, MAP_MODE):
+        if mode not in options:
+            options.append(mode)
 
     InputDynamics.attribs["thermostat_placement"] = (
         InputAttribute,
@@ -116,9 +124,29 @@ def _wrap_input_dynamics(InputDynamics):
             "with the innermost time step (BAOAB-RESPA).",
         },
     )
+    InputDynamics.attribs["model"] = (
+        InputAttribute,
+        {
+            "dtype": str,
+            "default": MAP_SETTINGS["model"],
+            "help": "mode='learned_map' only: the map, a map file (ipi_mts.potentials.model_file) "
+            "or the name of a shipped map, or 'midpoint:POTENTIAL' (the implicit midpoint rule "
+            "of a reference potential, with this <timestep>).",
+        },
+    )
+    InputDynamics.attribs["energy_rescaling"] = (
+        InputAttribute,
+        {
+            "dtype": bool,
+            "default": MAP_SETTINGS["energy_rescaling"],
+            "help": "mode='learned_map' only: after each map step, scale the momenta so that "
+            "the anchor Hamiltonian K + V is what it was before the map (not symplectic, not "
+            "time-reversible; see ipi_mts/motion/learned_map.py).",
+        },
+    )
     InputDynamics.fields["mts_guard"] = (
         _guard_input_class(),
-        {"default": {}, "help": "mode='mts' only: blow-up guard and monitor settings."},
+        {"default": {}, "help": "mode='mts' and 'learned_map': blow-up guard and monitor settings."},
     )
 
     def ours(self):
@@ -133,6 +161,8 @@ def _wrap_input_dynamics(InputDynamics):
         if dyn == {} or not ours(self):
             return
         self.thermostat_placement.store(getattr(dyn, "thermostat_placement", "outer"))
+        for key, default in MAP_SETTINGS.items():
+            getattr(self, key).store(getattr(dyn, key, default))
         guard = getattr(dyn, "mts_guard", None)
         if guard:
             self.mts_guard.store(guard)
@@ -142,12 +172,14 @@ def _wrap_input_dynamics(InputDynamics):
         rv = orig_fetch(self)
         if ours(self):
             rv["thermostat_placement"] = self.thermostat_placement.fetch()
+            rv.update({key: getattr(self, key).fetch() for key in MAP_SETTINGS})
         return rv
 
     @functools.wraps(orig_write)
     def write(self, name="", indent="", text="\n"):
-        if ours(self) and self.mode.value == MODE and text == "\n":
-            text = "\n" + indent + "   <!-- " + RUN_HINT + " -->\n"
+        if ours(self) and self.mode.value in (MODE, MAP_MODE) and text == "\n":
+            hint = RUN_HINT.replace(f"'{MODE}'", f"'{self.mode.value}'")
+            text = "\n" + indent + "   <!-- " + hint + " -->\n"
         return orig_write(self, name=name, indent=indent, text=text)
 
     for f, w in (("store", store), ("fetch", fetch), ("write", write)):
@@ -159,26 +191,43 @@ def _wrap_dynamics(Dynamics):
     orig_init = Dynamics.__init__
 
     @functools.wraps(orig_init)
-    def __init__(self, *args, thermostat_placement="outer", mts_guard=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        thermostat_placement="outer",
+        mts_guard=None,
+        model=MAP_SETTINGS["model"],
+        energy_rescaling=MAP_SETTINGS["energy_rescaling"],
+        **kwargs,
+    ):
         orig_init(self, *args, **kwargs)
         self.thermostat_placement = thermostat_placement
         self.mts_guard = dict(mts_guard or {})
-        if self.enstype == MODE:
-            from .mts import MTSIntegrator
-
-            self.integrator = MTSIntegrator(thermostat_placement, self.mts_guard)
-        elif thermostat_placement != "outer":
+        self.model, self.energy_rescaling = model, energy_rescaling
+        if thermostat_placement != "outer" and self.enstype != MODE:
             raise ValueError(
                 f"thermostat_placement='{thermostat_placement}' needs <dynamics mode='mts'>, "
                 f"not mode='{self.enstype}'"
             )
+        for key, default in MAP_SETTINGS.items():
+            if getattr(self, key) != default and self.enstype != MAP_MODE:
+                raise ValueError(f"{key}= needs <dynamics mode='{MAP_MODE}'>, not mode='{self.enstype}'")
+        if self.enstype == MODE:
+            from .mts import MTSIntegrator
+
+            self.integrator = MTSIntegrator(thermostat_placement, self.mts_guard)
+        elif self.enstype == MAP_MODE:
+            from .learned_map import LearnedMapIntegrator
+
+            self.integrator = LearnedMapIntegrator(model, energy_rescaling, self.mts_guard)
 
     __init__.__ipi_mts_original__ = orig_init
     Dynamics.__init__ = __init__
 
 
 def register() -> None:
-    """Teach i-PI `<dynamics mode='mts'>`. Call before parsing any XML; safe to call again."""
+    """Teach i-PI `<dynamics mode='mts'>` and `<dynamics mode='learned_map'>`. Call before
+    parsing any XML; safe to call again."""
     global _registered
     with _lock:
         if _registered:

@@ -141,8 +141,9 @@ def chdir(path):
         os.chdir(old)
 
 
-def run_inprocess(xml: str, workdir: Path, register=True):
-    """Run `xml` in this process in `workdir`; returns the final (q, p, econs, sim).
+def run_inprocess(xml: str, workdir: Path, register=True, init=True):
+    """Run `xml` in this process in `workdir` (with the cluster as init.xyz unless `init` is
+    false: then the caller wrote it); returns the final (q, p, econs, sim).
 
     i-PI's soft exit is a process-wide singleton: it is reset before and after, and the
     forcefields are stopped, so runs in one pytest process do not see each other."""
@@ -150,7 +151,8 @@ def run_inprocess(xml: str, workdir: Path, register=True):
     from ipi.utils.softexit import softexit
 
     workdir.mkdir(parents=True, exist_ok=True)
-    write_xyz(workdir / "init.xyz")
+    if init:
+        write_xyz(workdir / "init.xyz")
     if register:
         import ipi_mts.motion
 
