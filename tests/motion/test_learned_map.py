@@ -227,3 +227,19 @@ def test_restart_continues_the_map_run(start, tmp_path):
     assert sim.step == 14
     assert np.abs(q_res - q_full).max() < 1e-9
     assert np.abs(p_res - p_full).max() < 1e-9 * np.abs(p_full).max()
+
+
+# ----------------------------------------------------------------------------- the shipped input
+
+
+def test_water64_map_input_runs(tmp_path):
+    """inputs/water-64/map-nve-1fs.xml through `ipi-mts run` (3 steps): exit 0, the map's
+    summary line, no fallback."""
+    r = subprocess.run(
+        [str(Path(h.PYTHON).parent / "ipi-mts"), "run", str(h.REPO / "inputs/water-64/map-nve-1fs.xml"),
+         "--steps", "3", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=200,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [x for x in r.stdout.splitlines() if "learned_map monitor" in x]
+    assert line and "3 map steps" in line[0] and "0 fallbacks" in line[0], r.stdout
