@@ -124,6 +124,7 @@ def _add_data(sub):
     g.add_argument("--out", required=True, help="output extxyz file")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=_data_generate)
+    _add_data_trajectories(data)
 
 
 def _data_generate(args) -> int:
@@ -139,6 +140,60 @@ def _data_generate(args) -> int:
         equilibration_ps=args.equilibration_ps, beads=args.beads, seed=args.seed, quiet=args.quiet,
     )
     print(f"ipi-mts data generate: wrote {n} frames to {out}")
+    return 0
+
+
+def _temperatures(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--temperatures takes numbers separated by commas, not {text!r}") from None
+
+
+def _add_data_trajectories(data):
+    t = data.add_parser(
+        "trajectories",
+        help="NVE segments with momenta at a fine step, for training long-time-step maps (extxyz)",
+        description=(
+            "At each temperature: NVT with a reference potential through `ipi-mts run`, then "
+            "--segments NVE segments of --segment-fs at the fine step --dt-fs from NVT states "
+            "--spacing-fs apart, positions and momenta saved every --save-every steps; written "
+            "as extxyz (positions Å, ASE momenta, masses; temperature, segment, time_fs, "
+            "frame_dt_fs in info)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  ipi-mts data trajectories --structure inputs/water-64/init.xyz --out water-traj.extxyz\n"
+            "  ipi-mts data trajectories --model ase:EMT --structure inputs/aluminium/init.xyz \\\n"
+            "      --temperatures 300,600,900 --dt-fs 1 --save-every 2 --segment-fs 1000 --out al-traj.extxyz"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--model", default="qtip4pf", help="reference potential (default: qtip4pf; e.g. ase:EMT)")
+    t.add_argument("--structure", required=True, help="starting structure (i-PI xyz or any ASE format), Å")
+    t.add_argument("--temperatures", default="300", help="comma-separated temperatures in K (default: 300)")
+    t.add_argument("--dt-fs", type=float, default=0.25, help="fine NVE (and NVT) time step, fs (default: 0.25)")
+    t.add_argument("--save-every", type=int, default=2, metavar="N", help="fine steps between saved frames (default: 2)")
+    t.add_argument("--segment-fs", type=float, default=100.0, help="length of one NVE segment, fs (default: 100)")
+    t.add_argument("--segments", type=int, default=4, help="NVE segments per temperature (default: 4)")
+    t.add_argument("--spacing-fs", type=float, default=200.0, help="NVT time between segment starts, fs (default: 200)")
+    t.add_argument("--equilibration-ps", type=float, default=1.0, help="NVT before the first segment, ps (default: 1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="output extxyz file")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_data_trajectories)
+
+
+def _data_trajectories(args) -> int:
+    from .data.trajectories import generate_trajectories
+
+    out, n, segments = generate_trajectories(
+        args.model, args.structure, _temperatures(args.temperatures), args.out, dt_fs=args.dt_fs,
+        save_every=args.save_every, segment_fs=args.segment_fs, segments=args.segments,
+        spacing_fs=args.spacing_fs, equilibration_ps=args.equilibration_ps, seed=args.seed,
+        quiet=args.quiet,
+    )
+    print(f"ipi-mts data trajectories: wrote {n} frames of {segments} NVE segments to {out}")
     return 0
 
 

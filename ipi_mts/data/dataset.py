@@ -14,17 +14,9 @@ from ..errors import UserError
 def read_frames(paths):
     """ASE Atoms with energy (eV) and forces (eV/Å) from extxyz files; each frame gets
     `info['trajectory']` (file and temperature) and keeps its order in `info['order']`."""
-    import ase.io
-
     frames = []
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        try:
-            read = ase.io.read(path, index=":", format="extxyz")
-        except FileNotFoundError:
-            raise UserError(f"data file {path} does not exist") from None
-        except Exception as e:  # ASE raises many types for malformed files
-            raise UserError(f"cannot read {path} as extxyz: {e}") from None
-        for k, atoms in enumerate(read):
+        for k, atoms in enumerate(read_extxyz(path)):
             try:
                 atoms.get_potential_energy(), atoms.get_forces()
             except Exception:
@@ -35,6 +27,18 @@ def read_frames(paths):
     if not frames:
         raise UserError("no frames in the data files")
     return frames
+
+
+def read_extxyz(path) -> list:
+    """All frames of an extxyz file as ASE Atoms; a missing or unreadable file is a UserError."""
+    import ase.io
+
+    try:
+        return ase.io.read(path, index=":", format="extxyz")
+    except FileNotFoundError:
+        raise UserError(f"data file {path} does not exist") from None
+    except Exception as e:  # ASE raises many types for malformed files
+        raise UserError(f"cannot read {path} as extxyz: {e}") from None
 
 
 def split(frames, fractions=(0.8, 0.1, 0.1)):

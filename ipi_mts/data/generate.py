@@ -22,9 +22,9 @@ import numpy as np
 from .. import units
 from ..errors import UserError
 
-XML = """<simulation verbosity='quiet'>
-  <output prefix='gen'>
-    <trajectory filename='pos' stride='{stride}' format='xyz' cell_units='angstrom'> positions{{angstrom}} </trajectory>
+INPUT = """<simulation verbosity='quiet'>
+  <output prefix='{prefix}'>
+{outputs}
   </output>
   <total_steps>{steps}</total_steps>
   <prng><seed>{seed}</seed></prng>
@@ -34,20 +34,41 @@ XML = """<simulation verbosity='quiet'>
   </ffsocket>
   <system>
     <initialize nbeads='{beads}'>
-      <file mode='{fmt}' units='angstrom'>{structure}</file>
-      <velocities mode='thermal' units='kelvin'>{temperature}</velocities>
+{initialize}
     </initialize>
     <forces><force forcefield='reference'/></forces>
     <motion mode='dynamics'>
-      <dynamics mode='nvt'>
+      <dynamics mode='{mode}'>
         <timestep units='femtosecond'>{dt}</timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>
+{thermostat}
       </dynamics>
     </motion>
     <ensemble><temperature units='kelvin'>{temperature}</temperature></ensemble>
   </system>
 </simulation>
 """
+THERMOSTAT = "        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>"
+
+
+def ipi_input(model, initialize, outputs, steps, dt_fs, temperature, seed=0, nvt=True, beads=1, prefix="gen"):
+    """An i-PI input: `model` served on a fresh UNIX socket (the launcher starts it), NVT with
+    PILE_L (τ = 100 fs) or NVE, `initialize` and `outputs` as XML lines."""
+    return INPUT.format(
+        prefix=prefix, outputs=outputs, steps=steps, seed=seed, address=socket_address(prefix),
+        model=model, beads=beads, initialize=initialize, mode="nvt" if nvt else "nve", dt=dt_fs,
+        thermostat=THERMOSTAT if nvt else "", temperature=temperature,
+    )
+
+
+def thermal_start(structure, temperature) -> str:
+    """<initialize> lines: positions and cell from `structure` (i-PI xyz, or any format ASE
+    reads), velocities drawn at `temperature`."""
+    structure = Path(structure).resolve()
+    fmt = "xyz" if structure.suffix == ".xyz" else "ase"
+    return (
+        f"      <file mode='{fmt}' units='angstrom'>{structure}</file>\n"
+        f"      <velocities mode='thermal' units='kelvin'>{temperature}</velocities>"
+    )
 
 
 def _steps(time_fs: float, dt_fs: float, what: str) -> int:
@@ -57,21 +78,30 @@ def _steps(time_fs: float, dt_fs: float, what: str) -> int:
     return int(round(n))
 
 
-def run_trajectory(model, structure, temperature, steps, stride, dt_fs, beads, seed, workdir, quiet):
-    """Run i-PI through `ipi-mts run`; return the trajectory file of every bead."""
-    structure = Path(structure).resolve()
-    fmt = "xyz" if structure.suffix == ".xyz" else "ase"
+def launch(xml: str, workdir: Path, quiet: bool, what: str) -> None:
+    """Write `xml` as workdir/input.xml and run it with `ipi-mts run` (the one place where
+    data generation runs i-PI); a failure is a UserError naming `what`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "input.xml").write_text(
-        XML.format(stride=stride, steps=steps, seed=seed, address=f"gen-{uuid.uuid4().hex[:10]}",
-                   model=model, beads=beads, fmt=fmt, structure=structure,
-                   temperature=temperature, dt=dt_fs)
-    )
+    (workdir / "input.xml").write_text(xml)
     cmd = [sys.executable, "-m", "ipi_mts.cli", "run", "input.xml"] + (["--quiet"] if quiet else [])
     result = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=None if not quiet else subprocess.PIPE, text=True)
     if result.returncode != 0:
         why = (result.stderr or "").strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-        raise UserError(f"data generation at {temperature} K failed: {why[0]}")
+        raise UserError(f"{what} failed: {why[0]}")
+
+
+def socket_address(prefix: str = "gen") -> str:
+    """A fresh UNIX socket address, so that concurrent runs never share one."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def run_trajectory(model, structure, temperature, steps, stride, dt_fs, beads, seed, workdir, quiet):
+    """Run i-PI through `ipi-mts run`; return the trajectory file of every bead."""
+    outputs = (f"    <trajectory filename='pos' stride='{stride}' format='xyz' cell_units='angstrom'>"
+               " positions{angstrom} </trajectory>")
+    xml = ipi_input(model, thermal_start(structure, temperature), outputs, steps, dt_fs, temperature,
+                    seed=seed, beads=beads)
+    launch(xml, workdir, quiet, f"data generation at {temperature} K")
     width = len(str(beads - 1))
     return [workdir / f"gen.pos_{b:0{width}d}.xyz" for b in range(beads)]
 
