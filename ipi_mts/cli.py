@@ -241,6 +241,39 @@ def _train(args) -> int:
     return 0
 
 
+def _add_train_map(sub):
+    p = sub.add_parser(
+        "train-map",
+        help="train a long-time-step map (learned generating function) on NVE trajectories",
+        description=(
+            "Train the momentum correction H_θ of a midpoint generating function "
+            "S = τ[H + H_θ] on pairs of states one stride apart from `ipi-mts data "
+            "trajectories` (see ipi_mts/training/maps.py for every config key). Writes "
+            "checkpoint.pt, map.pt (for <dynamics mode='learned_map' model=...>), losses.png, "
+            "history.json and summary.json to the config's output folder."
+        ),
+        epilog="example:\n  ipi-mts train-map inputs/training/al-map-16fs.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG.yaml", help="map training config (YAML)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.pt")
+    p.add_argument("--output", help="override the config's output folder")
+    p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--threads", type=int, help="override the config's torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.set_defaults(func=_train_map)
+
+
+def _train_map(args) -> int:
+    _passive_threads()
+    from .training.maps import load_map_config, train_map
+
+    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
+    summary = train_map(load_map_config(args.config, overrides), resume=args.resume, quiet=args.quiet)
+    print(f"ipi-mts train-map: {summary['map_file']}")
+    return 0
+
+
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate",
@@ -337,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_data(sub)
     _add_train(sub)
+    _add_train_map(sub)
     _add_evaluate(sub)
     _add_bench(sub)
     return parser

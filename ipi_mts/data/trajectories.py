@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from .. import units
 from ..errors import UserError
@@ -100,8 +101,6 @@ def generate_trajectories(model, structure, temperatures, out, dt_fs=0.25, save_
                           seed=0, quiet=False):
     """NVT-equilibrated NVE segments at each temperature, written to `out` (extxyz, module
     docstring). Returns (out, number of frames, number of segments)."""
-    import ase.io
-    from ase import Atoms
     from tqdm import tqdm
 
     if segments < 1 or save_every < 1:
@@ -111,10 +110,7 @@ def generate_trajectories(model, structure, temperatures, out, dt_fs=0.25, save_
         raise UserError(f"the segment ({seg_steps} steps) must be a multiple of save_every ({save_every})")
     spacing = _steps(spacing_fs, dt_fs, "segment spacing")
     eq_steps = _steps(equilibration_ps * 1000.0, dt_fs, "equilibration") if equilibration_ps > 0 else spacing
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frames, segment = [], 0
-    frame_dt = save_every * dt_fs
+    made = []
     total = len(temperatures) * (segments + 1)
     with tempfile.TemporaryDirectory(prefix="ipi-mts-traj-") as tmp, tqdm(
         total=total, desc="i-PI runs", disable=quiet, file=sys.stderr
@@ -127,17 +123,33 @@ def generate_trajectories(model, structure, temperatures, out, dt_fs=0.25, save_
             for j, checkpoint in enumerate(starts):
                 q, p, (masses, names, h) = _nve_segment(model, checkpoint, seg_steps, save_every, dt_fs,
                                                        temperature, base / f"nve{j}", True)
-                segment += 1
-                cell = units.cell_from_wire(h)
-                for k, (qk, pk) in enumerate(zip(q, p)):
-                    atoms = Atoms(symbols=names, positions=qk, cell=cell, pbc=True,
-                                  masses=masses / units.AMU, momenta=pk / MOMENTUM_AU_PER_ASE)
-                    atoms.info.update(temperature=float(temperature), segment=segment,
-                                      time_fs=k * frame_dt, frame_dt_fs=frame_dt, order=k)
-                    frames.append(atoms)
+                made.append(Segment(
+                    q=units.positions_to_wire(np.stack(q)), p=np.stack(p), masses=masses,
+                    numbers=np.array([atomic_numbers[n] for n in names]), cell=h,
+                    frame_dt_fs=save_every * dt_fs, temperature=float(temperature), segment=len(made) + 1,
+                ))
                 bar.update(1)
+    n = write_segments(out, made)
+    return Path(out), n, len(made)
+
+
+def write_segments(out, segments) -> int:
+    """Write `Segment`s as extxyz frames (module docstring); returns the number of frames."""
+    import ase.io
+    from ase import Atoms
+
+    frames = []
+    for s in segments:
+        for k, (q, p) in enumerate(zip(s.q, s.p)):
+            atoms = Atoms(numbers=s.numbers, positions=units.positions_from_wire(q),
+                          cell=units.cell_from_wire(s.cell), pbc=True, masses=s.masses / units.AMU,
+                          momenta=p / MOMENTUM_AU_PER_ASE)
+            atoms.info.update(temperature=s.temperature, segment=s.segment, time_fs=k * s.frame_dt_fs,
+                              frame_dt_fs=s.frame_dt_fs, order=k)
+            frames.append(atoms)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     ase.io.write(out, frames, format="extxyz")
-    return out, len(frames), segment
+    return len(frames)
 
 
 def read_trajectories(paths) -> list[Segment]:

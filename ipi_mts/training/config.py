@@ -242,19 +242,7 @@ class TrainConfig:
     def check(self):
         if self.kind not in KINDS:
             raise UserError(f"kind: one of {', '.join(KINDS)}, not {self.kind!r}")
-        if self.dtype not in DTYPES:
-            raise UserError(f"dtype: one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        if not self.output:
-            raise UserError("output: give a folder")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise UserError(f"device: auto, cpu, cuda or cuda:N, not {self.device!r}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError("threads: must be >= 1 (or null)")
-        for name in ("batch_size", "eval_batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name}: must be >= 1")
-        if self.seed < 0:
-            raise UserError("seed: must be >= 0")
+        check_run_keys(self)
         self.data.check("data")
         self.models.check("models")
         self.loss.check("loss")
@@ -276,6 +264,24 @@ class TrainConfig:
     @property
     def trains_single(self) -> bool:
         return self.kind in ("single", "both")
+
+
+def check_run_keys(config) -> None:
+    """The keys every training config has: dtype, output, device, threads, batch_size,
+    eval_batch_size, checkpoint_every, seed."""
+    if config.dtype not in DTYPES:
+        raise UserError(f"dtype: one of {', '.join(DTYPES)}, not {config.dtype!r}")
+    if not config.output:
+        raise UserError("output: give a folder")
+    if config.device != "auto" and not (config.device == "cpu" or config.device.startswith("cuda")):
+        raise UserError(f"device: auto, cpu, cuda or cuda:N, not {config.device!r}")
+    if config.threads is not None and config.threads < 1:
+        raise UserError("threads: must be >= 1 (or null)")
+    for name in ("batch_size", "eval_batch_size", "checkpoint_every"):
+        if getattr(config, name) < 1:
+            raise UserError(f"{name}: must be >= 1")
+    if config.seed < 0:
+        raise UserError("seed: must be >= 0")
 
 
 # --- dict -> dataclasses, with one-line errors ------------------------------------------------
@@ -350,8 +356,18 @@ def config_from_dict(values: dict) -> TrainConfig:
     return _build(TrainConfig, values).check()
 
 
-def load_config(path, overrides: dict | None = None) -> TrainConfig:
-    """Read and validate a YAML config; `overrides` (top-level keys) win over the file."""
+def load_config(path, overrides: dict | None = None, from_dict=None) -> TrainConfig:
+    """Read and validate a YAML config; `overrides` (top-level keys) win over the file;
+    `from_dict` builds it (default `config_from_dict`; `training.maps` passes its own)."""
+    values = read_yaml(path) | {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        return (from_dict or config_from_dict)(values)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def read_yaml(path) -> dict:
+    """The mapping in a YAML config file (empty file: {}), or a one-line UserError."""
     import yaml
 
     path = Path(path)
@@ -371,11 +387,7 @@ def load_config(path, overrides: dict | None = None) -> TrainConfig:
         values = {}
     if not isinstance(values, dict):
         raise UserError(f"{path}: the config must be a mapping of keys")
-    values = dict(values) | {k: v for k, v in (overrides or {}).items() if v is not None}
-    try:
-        return config_from_dict(values)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
+    return dict(values)
 
 
 __all__ = [
@@ -389,4 +401,5 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "load_config",
+    "read_yaml",
 ]

@@ -95,6 +95,32 @@ def _state_dict(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def read_checkpoint(path: Path, config: dict, resumable=RESUMABLE, budget_prefix="stages.") -> dict:
+    """The training checkpoint at `path`, refused (UserError) if missing, unreadable, newer,
+    or written with a config that differs from `config` in a key that may not change on
+    --resume (all but `resumable` top-level keys and the budgets under `budget_prefix`)."""
+    if not path.exists():
+        raise UserError(f"nothing to resume: {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for unreadable files
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not an ipi-mts training checkpoint")
+    if ck.get("version", 0) > CHECKPOINT_VERSION:
+        raise UserError(f"{path} was written by a newer ipi-mts")
+    old, new = _flatten(ck["config"]), _flatten(config)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key) or key.split(".")[0] in resumable:
+            continue
+        if key.startswith(budget_prefix) and key.split(".")[-1] in RESUMABLE_STAGE_KEYS:
+            continue
+        raise UserError(
+            f"cannot resume {path}: config key {key} changed ({old.get(key)!r} -> {new.get(key)!r})"
+        )
+    return ck
+
+
 class Schedule:
     """Learning-rate factor of one stage: linear warm-up, then cosine over the budget (the
     largest used fraction of its epochs, steps or minutes), plateau or constant."""
@@ -292,27 +318,7 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _load_checkpoint(self):
-        path = self.checkpoint_path
-        if not path.exists():
-            raise UserError(f"nothing to resume: {path} does not exist")
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for unreadable files
-            raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}") from None
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{path} is not an ipi-mts training checkpoint")
-        if ck.get("version", 0) > CHECKPOINT_VERSION:
-            raise UserError(f"{path} was written by a newer ipi-mts")
-        old, new = _flatten(ck["config"]), _flatten(self.config.to_dict())
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) == new.get(key) or key.split(".")[0] in RESUMABLE:
-                continue
-            if key.startswith("stages.") and key.split(".")[-1] in RESUMABLE_STAGE_KEYS:
-                continue
-            raise UserError(
-                f"cannot resume {path}: config key {key} changed ({old.get(key)!r} -> {new.get(key)!r})"
-            )
-        return ck
+        return read_checkpoint(self.checkpoint_path, self.config.to_dict())
 
     def _save_checkpoint(self, task, stage, position, optimizer, schedule, best, generator, stage_done=False):
         ck = {
@@ -684,23 +690,35 @@ class Trainer:
             tqdm.write(text, file=sys.stderr)
 
     def _write_config(self):
-        import yaml
-
-        (self.out / "config.yaml").write_text(
-            "# resolved by ipi-mts train (defaults filled in)\n" + yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-        )
+        write_resolved_config(self.out, self.config.to_dict(), "ipi-mts train")
 
     def _write_progress(self, plot=True):
         """history.json always; losses.png when `plot` (at most once a minute otherwise)."""
-        _write_json(self.out / "history.json", self.history)
-        now = time.monotonic()
-        if plot is not True and now - self._plotted_at < 60.0:
-            return
-        self._plotted_at = now
-        try:
-            plot_losses(self.history, self.out / "losses.png")
-        except Exception as e:  # a plot must never stop a training
-            self._log(f"could not plot the losses: {type(e).__name__}: {e}")
+        self._plotted_at = write_progress(self.out, self.history, plot_losses, self._log, self._plotted_at, plot)
+
+
+def write_resolved_config(out: Path, values: dict, command: str):
+    """`out`/config.yaml: the config as run, defaults filled in."""
+    import yaml
+
+    (out / "config.yaml").write_text(
+        f"# resolved by {command} (defaults filled in)\n" + yaml.safe_dump(values, sort_keys=False)
+    )
+
+
+def write_progress(out: Path, history, plot_fn, log, plotted_at: float, plot=True) -> float:
+    """`out`/history.json always; `out`/losses.png by `plot_fn(history, path)` when `plot` is
+    True, or when "throttled" and a minute has passed since `plotted_at`. Returns the time
+    of the last plot (time.monotonic())."""
+    _write_json(out / "history.json", history)
+    now = time.monotonic()
+    if plot is not True and now - plotted_at < 60.0:
+        return plotted_at
+    try:
+        plot_fn(history, out / "losses.png")
+    except Exception as e:  # a plot must never stop a training
+        log(f"could not plot the losses: {type(e).__name__}: {e}")
+    return now
 
 
 def plot_losses(history, path):
@@ -721,12 +739,7 @@ def plot_losses(history, path):
         ax, ax2 = axes[0, col], axes[1, col]
         rows = [s for s in steps if s[1] == task]
         if rows:
-            x = np.array([r[0] for r in rows])
-            y = np.array([r[3] for r in rows])
-            window = max(1, len(y) // 100)
-            smooth = np.convolve(y, np.ones(window) / window, mode="valid")
-            ax.plot(x, y, color="0.8", lw=0.5, label="train (per step)")
-            ax.plot(x[window - 1 :], smooth, color="C0", lw=1.2, label=f"train (mean of {window})")
+            plot_train_steps(ax, [r[0] for r in rows], [r[3] for r in rows])
             for stage in TASK_STAGES[task][1:]:
                 first = [r[0] for r in rows if r[2] == stage]
                 if first:
@@ -750,6 +763,22 @@ def plot_losses(history, path):
         ax2.set_xlabel("optimizer step")
         ax2.set_ylabel("validation force MAE (meV/Å)", color="C2")
     fig.subplots_adjust(left=0.14, right=0.86, top=0.95, bottom=0.08, wspace=0.5, hspace=0.08)
+    save_figure(fig, path)
+
+
+def plot_train_steps(ax, steps, losses):
+    """The training loss per optimizer step, light, and its running mean over ~1/100 of them."""
+    x, y = np.asarray(steps), np.asarray(losses)
+    window = max(1, len(y) // 100)
+    smooth = np.convolve(y, np.ones(window) / window, mode="valid")
+    ax.plot(x, y, color="0.8", lw=0.5, label="train (per step)")
+    ax.plot(x[window - 1 :], smooth, color="C0", lw=1.2, label=f"train (mean of {window})")
+
+
+def save_figure(fig, path):
+    """Write a matplotlib figure as PNG through a temporary file and a rename, and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -762,4 +791,4 @@ def train(config: TrainConfig, resume: bool = False, only: str | None = None, qu
     return Trainer(config, resume=resume, quiet=quiet, callback=callback).run(only)
 
 
-__all__ = ["Schedule", "Trainer", "plot_losses", "train"]
+__all__ = ["Schedule", "Trainer", "plot_losses", "plot_train_steps", "read_checkpoint", "save_figure", "train"]

@@ -1,0 +1,179 @@
+"""`ipi-mts train-map`: the generating-function residual loss, a tiny training on fcc Al
+(EMT, 32 atoms) at τ = 16 fs, where the implicit midpoint rule is visibly wrong, the map file,
+checkpoints and --resume, config errors. The trajectories are velocity Verlet at 1 fs made in
+process (the launcher path of `ipi-mts data trajectories` is tested in tests/data)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+
+from ipi_mts import units
+from ipi_mts.cli import main
+from ipi_mts.errors import UserError
+from ipi_mts.data.trajectories import Segment, read_trajectories, write_segments
+from ipi_mts.maps import GeneratingFunction, MidpointMap, System, velocity_verlet
+from ipi_mts.potentials import load_potential
+from ipi_mts.potentials.model_file import ipi_masses, load_map
+from ipi_mts.training.maps import make_pairs, map_config_from_dict, relative_residual, split_segments, train_map
+
+STRIDE_FS = 16.0
+TINY = dict(cutoff=3.0, num_features=4, lmax=1, num_layers=1, num_basis=4, radial_hidden=8, readout_hidden=8)
+
+
+def aluminium_segments(n_segments=4, frames=51, seed=0, temperature=600.0):
+    """NVE segments of a rattled 32-atom Al box with thermal momenta, 1 fs Verlet, a frame
+    every 2 fs."""
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2))
+    masses = np.array(ipi_masses(atoms.numbers)) * units.AMU
+    h = units.cell_to_wire(np.array(atoms.cell))
+    system = System.from_ipi(masses, h, atoms.numbers)
+    emt = load_potential("ase:EMT")
+    rng = np.random.default_rng(seed)
+    kt = units.energy_to_wire(8.617333e-5 * temperature)
+    segments = []
+    for s in range(n_segments):
+        q = torch.as_tensor(units.positions_to_wire(atoms.positions + rng.normal(0, 0.08, (32, 3))))
+        p = torch.as_tensor(rng.normal(size=(32, 3)) * np.sqrt(masses * kt)[:, None])
+        qs, ps = [q], [p]
+        for _ in range(frames - 1):
+            q, p = velocity_verlet(q, p, system.masses, 2 * units.FEMTOSECOND, lambda x: system.forces(emt, x), 2)
+            qs.append(q), ps.append(p)
+        segments.append(Segment(q=torch.stack(qs).numpy(), p=torch.stack(ps).numpy(), masses=masses,
+                                numbers=atoms.numbers.copy(), cell=h, frame_dt_fs=2.0,
+                                temperature=temperature, segment=s + 1))
+    return segments
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("al") / "al-traj.extxyz"
+    write_segments(path, aluminium_segments())
+    return path
+
+
+def config_values(data_file, output, **overrides):
+    return {
+        "output": str(output), "threads": 1, "seed": 0, "stride_fs": STRIDE_FS, "anchor": "ase:EMT",
+        "batch_size": 2, "eval_batch_size": 8, "checkpoint_every": 5, "check_map_pairs": 0,
+        "data": {"files": [str(data_file)], "split": [0.5, 0.25, 0.25], "pair_every": 2},
+        "model": dict(TINY), "train": {"epochs": None, "steps": 40, "lr": 0.01},
+    } | overrides
+
+
+@pytest.fixture(scope="module")
+def trained(data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(config_values(data_file, out / "train", check_map_pairs=3, train={"steps": 150, "lr": 0.02})))
+    assert main(["train-map", str(path), "--quiet"]) == 0
+    return out / "train"
+
+
+def test_segments_round_trip_through_extxyz(data_file):
+    segments = read_trajectories(data_file)
+    made = aluminium_segments()
+    assert len(segments) == 4
+    np.testing.assert_allclose(segments[1].q, made[1].q, atol=1e-7)  # extxyz keeps 8 decimals in Å
+    np.testing.assert_allclose(segments[1].p, made[1].p, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(segments[1].masses, made[1].masses, rtol=1e-12)
+
+
+def test_split_is_by_segment(data_file):
+    train, val, test = split_segments(read_trajectories(data_file), [0.5, 0.25, 0.25])
+    assert [len(x) for x in (train, val, test)] == [2, 1, 1]
+    assert not {s.segment for s in train} & {s.segment for s in val + test}
+
+
+def test_residual_of_the_anchor_is_the_implicit_midpoint_error(data_file):
+    """With H_θ = 0 the loss is 1 by construction; and a pair made by the implicit midpoint
+    map itself has zero residual (the loss measures the generating-function equations)."""
+    segment = read_trajectories(data_file)[0]
+    emt = load_potential("ase:EMT")
+    pairs = make_pairs([segment], STRIDE_FS, emt, pair_every=10)
+    assert relative_residual(pairs, None, STRIDE_FS * units.FEMTOSECOND) == pytest.approx(1.0)
+    assert float(pairs.r0_p.abs().max()) > 1e-3  # the midpoint rule is visibly wrong at 16 fs
+    midpoint = MidpointMap(GeneratingFunction(emt, STRIDE_FS), tol=1e-12, max_iter=200)
+    system = pairs.system[0]
+    q2, p2, info = midpoint.step_system(pairs.q[0], pairs.p[0], system)
+    assert info["converged"]
+    segment.q, segment.p = np.stack([pairs.q[0].numpy(), q2.numpy()]), np.stack([pairs.p[0].numpy(), p2.numpy()])
+    segment.frame_dt_fs = STRIDE_FS
+    exact = make_pairs([segment], STRIDE_FS, emt)
+    assert float(exact.r0_q.abs().max()) < 1e-9 and float(exact.r0_p.abs().max()) < 1e-8
+
+
+def test_training_lowers_the_loss_and_writes_a_map(trained):
+    history = json.loads((trained / "history.json").read_text())
+    losses = [row[1] for row in history["steps"]]
+    assert len(losses) == 150
+    assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:5])
+    assert (trained / "losses.png").stat().st_size > 1000
+    midpoint_map = load_map(trained / "map.pt")
+    assert midpoint_map.generating.timestep_fs == STRIDE_FS
+    assert midpoint_map.generating.correction is not None
+    assert midpoint_map.anchor == "ase:EMT" and midpoint_map.species == [13]
+    assert midpoint_map.masses[13] == pytest.approx(ipi_masses([13])[0])
+
+
+def test_learned_correction_beats_the_implicit_midpoint_on_held_out_pairs(trained, data_file):
+    """Held-out (test) segment: the learned S has a smaller generating-function residual and
+    the solved map lands closer to the reference than the pure anchor S = τH."""
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["test_relative_residual"] < 0.85
+    assert summary["test_map_error"]["relative"] < 0.85
+    assert summary["test_map_error"]["learned"]["fallbacks"] == 0
+    # again from the map file, on the test segment
+    learned = load_map(trained / "map.pt")
+    test = split_segments(read_trajectories(data_file), [0.5, 0.25, 0.25])[2]
+    pairs = make_pairs(test, STRIDE_FS, learned.generating.potential, pair_every=4)
+    tau = STRIDE_FS * units.FEMTOSECOND
+    ratio = relative_residual(pairs, learned.generating.correction, tau)
+    assert ratio == pytest.approx(summary["test_relative_residual"], rel=0.2)
+    assert ratio < 0.85
+
+
+def test_resume_continues_exactly(data_file, tmp_path):
+    """A run stopped by Ctrl-C at step 13 (mid-epoch) and resumed ends with the weights of
+    an uninterrupted run; a larger budget on --resume trains on."""
+
+    def values(out, steps=24):
+        return map_config_from_dict(config_values(data_file, tmp_path / out, train={"steps": steps, "lr": 0.01}))
+
+    def stop(info):
+        if info["step"] == 13:
+            raise KeyboardInterrupt
+
+    straight = train_map(values("a"), quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        train_map(values("b"), quiet=True, callback=stop)
+    resumed = train_map(values("b"), resume=True, quiet=True)
+    assert resumed["steps"] == straight["steps"] == 24
+    a = load_map(tmp_path / "a" / "map.pt").generating.correction.state_dict()
+    b = load_map(tmp_path / "b" / "map.pt").generating.correction.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=1e-12)
+    assert train_map(values("b", steps=30), resume=True, quiet=True)["steps"] == 30
+    with pytest.raises(UserError, match="exists: continue it with --resume"):
+        train_map(values("b"), quiet=True)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stride_fs": 5.0}, "not a positive multiple of the data's frame spacing"),
+        ({"stride_fs": 0.0}, "stride_fs: give the map's stride"),
+        ({"epochs": 3}, "unknown key epochs"),
+        ({"solver": {"tolerance": 1.0}}, "solver: unknown keys tolerance"),
+        ({"model": {"cutof": 3.0}}, "model: unknown equivariant model config keys: cutof"),
+    ],
+)
+def test_config_errors_are_one_line(data_file, tmp_path, capsys, change, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_values(data_file, tmp_path / "out") | change))
+    assert main(["train-map", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
