@@ -328,8 +328,8 @@ def _add_bench(sub):
         description=(
             "learned: the learned fast/slow pair on MTS at several outer steps against the "
             "conventional single model at 0.5 fs and the reference potential. placement: the "
-            "q-TIP4P/F physics split with the thermostat outside (i-PI's MTS) and inside the "
-            "innermost loop. Wall time per simulated ps, RDFs, per-species temperature, "
+            "q-TIP4P/F physics split (or, with --family pair, the learned pair) with the "
+            "thermostat outside (i-PI's MTS) and inside the innermost loop. Wall time per simulated ps, RDFs, per-species temperature, "
             "diffusion, NVE drift; writes a markdown table, JSON and a PNG."
         ),
     )
@@ -337,6 +337,8 @@ def _add_bench(sub):
     p.add_argument("--pair", default="water-pair", help="learned pair (name or file)")
     p.add_argument("--baseline", default="water-baseline", help="conventional model (name or file)")
     p.add_argument("--outer", default=None, help="outer steps in fs, comma-separated")
+    p.add_argument("--family", choices=["split", "pair"], default="split",
+                   help="placement: the q-TIP4P/F physics split or the learned pair (default: split)")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
@@ -355,7 +357,7 @@ def _bench(args) -> int:
     if args.what == "learned":
         benchmarking.bench_learned(args.pair, args.baseline, **kw)
     else:
-        benchmarking.bench_placement(**kw)
+        benchmarking.bench_placement(family=args.family, pair=args.pair, baseline=args.baseline, **kw)
     return 0
 
 

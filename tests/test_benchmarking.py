@@ -1,5 +1,6 @@
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 from ipi_mts.benchmarking import method_xml, parse_method
@@ -34,3 +35,32 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     assert dyn.get("mode") == "nve" and dyn.find("thermostat") is None
     xml, dt = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.5, "nvt")
     assert dt == 0.5 and "{model: water-baseline}" in xml
+
+
+def _result(rng, shift=0.0, t_o=300.0, t_h=300.0, dt=0.5, s_per_ps=10.0):
+    """Synthetic per-method results: 50 frames of 3 RDFs of 20 bins, noise 0.05, + shift."""
+    r = {"dt_fs": dt, "s_per_ps": s_per_ps, "nve_drift": 0.0, "D_O": 2.0, "r": np.arange(20.0),
+         "T_O": (t_o, 2.0), "T_H": (t_h, 2.0)}
+    for name in ("OO", "OH", "HH"):
+        r[f"rdf_{name}"] = 1.0 + shift + 0.05 * rng.standard_normal((50, 20))
+    return r
+
+
+def test_judge_measures_the_error_with_the_control_run():
+    from ipi_mts.benchmarking import judge
+
+    rng = np.random.default_rng(0)
+    results = {"reference": _result(rng), "reference@8": _result(rng, t_o=310.0),
+               "same": _result(rng, t_o=307.0), "shifted": _result(rng, shift=0.05),
+               "hot": _result(rng, t_h=340.0), "pair:2": _result(rng, dt=2.0, s_per_ps=4.0)}
+    rows = {r["method"]: r for r in judge(results, "reference")}
+    # the control is within error by construction; so is a run of the same statistics 7 K off
+    # in T(O) (the control is 10 K off)
+    assert rows["reference@8"]["within_error"] and rows["same"]["within_error"]
+    assert rows["shifted"]["rdf_OO_vs_control"] > 1.5 and not rows["shifted"]["within_error"]
+    assert not rows["hot"]["within_error"]
+    assert rows["pair:2"]["speedup"] == 2.5
+    # without a control the block errors decide, and call that run outside (7 K > 2 × 2.8 K;
+    # its O–O χ of 1.6 > 1.5 is chance: 5 blocks estimate the error loosely)
+    del results["reference@8"]
+    assert not {r["method"]: r for r in judge(results, "reference")}["same"]["within_error"]
