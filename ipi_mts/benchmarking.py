@@ -8,10 +8,15 @@ diffusion stays meaningful; and NVE for the drift):
                  are apart by the measures below, i.e. what "within error" can mean
   conventional   the single learned model at 0.5 fs
   pair Δt        the learned pair on i-PI MTS: fast every 0.5 fs, slow every Δt (1, 2, 3, 4 fs)
+  vv Δt          velocity Verlet of the reference at Δt (maps: at the long stride, this is also
+                 the direct predictor alone, one Verlet step of the anchor per stride)
+  midpoint Δt    the implicit midpoint map of the reference (S = τH) as mode='learned_map'
+  map NAME       a learned map (file or shipped name) at its stride, anchored to the reference
 Reported: wall time per simulated ps (steady state, from `ipi-mts run`) and the speedup over
-the conventional model; O–O, O–H, H–H RDFs against the reference (chi: the RMS difference in
-units of the joint block-average error); per-species kinetic temperature; self-diffusion of O;
-NVE conserved-energy drift. Results: JSON, a markdown table and PNG plots.
+a baseline method; every species pair's RDF against the reference (chi: the RMS difference in
+units of the joint block-average error); per-species kinetic temperature; self-diffusion of the
+heaviest species; NVE conserved-energy drift and fluctuation; for maps, solver iterations and
+fallbacks. Results: JSON, a markdown table and PNG plots.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,7 +36,7 @@ from .errors import UserError
 
 TEMPLATE = """<simulation verbosity='quiet'>
   <output prefix='run'>
-    <properties stride='{pstride}' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, temperature{{kelvin}}(O), temperature{{kelvin}}(H), potential{{electronvolt}} ] </properties>
+    <properties stride='{pstride}' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, {temps}potential{{electronvolt}} ] </properties>
     <trajectory filename='pos' stride='{tstride}' format='xyz' cell_units='angstrom'> positions{{angstrom}} </trajectory>
   </output>
   <total_steps>{steps}</total_steps>
@@ -45,7 +51,7 @@ TEMPLATE = """<simulation verbosity='quiet'>
 {forces}
     </forces>
     <motion mode='dynamics'>
-      <dynamics mode='{mode}'{placement}>
+      <dynamics mode='{mode}'{attrs}>
         <timestep units='femtosecond'>{dt}</timestep>{nmts}{thermostat}
       </dynamics>
     </motion>
@@ -61,14 +67,38 @@ def _ff(name, model, component="full"):
             f"<parameters>{{model: {model}{comp}}}</parameters></ffsocket>")
 
 
-def parse_method(method: str, models: dict, inner_fs: float = 0.5):
-    """(time step fs, nmts, [(forcefield, model, component, mts weights)], placement) of a
-    method: 'reference' or 'conventional' (one model at the inner step), or
-    'pair:Δt[:inner]' / 'split:Δt[:inner]' (the learned pair's fast/slow components, or the
-    q-TIP4P/F intra/inter physics split, on MTS with outer step Δt fs)."""
+class Method(NamedTuple):
+    dt: float  # i-PI time step (fs)
+    n_inner: int | None  # inner steps per outer step (MTS), None for one level
+    ffs: list  # [(forcefield, model, component, mts weights or None)]
+    placement: str | None = None  # thermostat placement of MTS ('inner'), None for i-PI's
+    map_model: str | None = None  # mode='learned_map' with this model
+
+
+def map_stride_fs(model: str) -> float:
+    """The stride (fs) of a map file or shipped map."""
+    from . import units
+    from .potentials.model_file import load_map
+
+    return load_map(model).tau / units.FEMTOSECOND
+
+
+def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
+    """A method's time step, levels, forcefields and dynamics: 'reference' or 'conventional'
+    (one model at the inner step), 'pair:Δt[:inner]' / 'split:Δt[:inner]' (the learned pair's
+    fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with outer step
+    Δt fs), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
+    reference) or 'map:MODEL' (a learned map at its stride; its anchor must be the reference)."""
     kind, _, rest = method.partition(":")
     if kind in ("reference", "conventional"):
-        return inner_fs, None, [("model", models[kind], "full", None)], None
+        return Method(inner_fs, None, [("model", models[kind], "full", None)])
+    reference = [("model", models["reference"], "full", None)]
+    if kind == "vv":  # as mode='mts' with one level (i-PI's nve/nvt bit for bit) for its blow-up guard
+        return Method(float(rest), None, reference, placement="outer")
+    if kind == "midpoint":
+        return Method(float(rest), None, reference, map_model=f"midpoint:{models['reference']}")
+    if kind == "map":
+        return Method(map_stride_fs(rest), None, reference, map_model=rest)
     outer_text, _, placement = rest.partition(":")
     outer = float(outer_text)
     n_inner = outer / inner_fs
@@ -81,32 +111,49 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5):
     else:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
-    return outer, int(round(n_inner)), ffs, placement or None
+    return Method(outer, int(round(n_inner)), ffs, placement or None)
+
+
+def species_of(structure) -> list[str]:
+    """Chemical symbols of a structure file, heaviest first."""
+    import ase.io
+
+    atoms = ase.io.read(structure)
+    return sorted(set(atoms.get_chemical_symbols()), key=lambda s: -ase.data.atomic_numbers[s])
+
+
+def frame_stride(frame_fs: float, dt: float) -> int:
+    """Steps between trajectory frames: the multiple of the time step closest to `frame_fs`
+    (the analysis uses the interval this gives, `frame_stride * dt`)."""
+    return max(1, int(round(frame_fs / dt)))
 
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
                inner_fs=0.5, frame_fs=10.0, thermostat="svr"):
     """The i-PI input of one method (see `parse_method`) and its time step (fs)."""
-    dt, n_inner, ffs, placement = parse_method(method, models, inner_fs)
-    nmts = f"<nmts>[1, {n_inner}]</nmts>" if n_inner else ""
+    m = parse_method(method, models, inner_fs)
+    nmts = f"<nmts>[1, {m.n_inner}]</nmts>" if m.n_inner else ""
     forces = "\n".join(
         f"      <force forcefield='{name}'>" + (f"<mts_weights>{w}</mts_weights>" if w else "") + "</force>"
-        for name, _, _, w in ffs
+        for name, _, _, w in m.ffs
     )
-    mode, placed = ensemble, ""
-    if placement and ensemble == "nvt":
-        mode, placed = "mts", f" thermostat_placement='{placement}'"
-    steps = int(round(time_ps * 1000.0 / dt))
+    mode, attrs = ensemble, ""
+    if m.map_model:
+        mode, attrs = "learned_map", f" model='{m.map_model}'"
+    elif m.placement:
+        mode, attrs = "mts", f" thermostat_placement='{m.placement}'"
+    steps = int(round(time_ps * 1000.0 / m.dt))
     thermo = ""
     if ensemble == "nvt":
         tau = 200 if thermostat == "svr" else 100
         thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau}</tau></thermostat>"
+    temps = "".join(f"temperature{{kelvin}}({sp}), " for sp in species_of(structure))
     return TEMPLATE.format(
-        pstride=max(1, int(round(5.0 / dt))), tstride=max(1, int(round(frame_fs / dt))), steps=steps,
-        seed=seed, ffs="\n".join(_ff(name, model, comp) for name, model, comp, _ in ffs),
+        pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
+        seed=seed, ffs="\n".join(_ff(name, model, comp) for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
-        forces=forces, mode=mode, placement=placed, dt=dt, nmts=nmts, thermostat=thermo,
-    ), dt
+        forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
+    ), m.dt
 
 
 def run_method(workdir: Path, xml: str) -> dict:
@@ -132,6 +179,10 @@ def run_method(workdir: Path, xml: str) -> dict:
         "ms_per_step": float(re.search(r"([0-9.e+-]+) ms/step", line).group(1)),
         "drift_meV_per_atom_ps": float(re.search(r"drift ([0-9.e+-]+) meV", line).group(1)),
     }
+    solver = re.search(r"([0-9.]+) solver iterations per step \(max (\d+)\), (\d+) fallbacks", result.stdout)
+    if solver:  # mode='learned_map'
+        out["solver"] = {"iterations": float(solver.group(1)), "max_iterations": int(solver.group(2)),
+                         "fallbacks": int(solver.group(3))}
     summary.write_text(json.dumps(out))
     return out
 
@@ -144,54 +195,82 @@ def read_frames_xyz(path):
         yield Atoms([s.strip() for s in symbols], positions=positions, cell=cell, pbc=True)
 
 
+def rdf_pairs(species: list[str]) -> list[tuple[str, str]]:
+    """Every species pair once, heaviest first: O, H -> OO, OH, HH."""
+    return [(a, b) for i, a in enumerate(species) for b in species[i:]]
+
+
 def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
+    """Per-species temperature (mean, block error), every pair's RDF per frame, the
+    self-diffusion coefficient of the heaviest species, from a run's outputs."""
+    from ase.data import atomic_numbers
+
     from .analysis import block_error, rdf_frames, read_properties, self_diffusion
 
     props = read_properties(workdir / "run.out")
     keep = props["time{picosecond}"] >= equilibration_ps
-    out = {}
-    for sp in ("O", "H"):
+    frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
+    species = sorted(set(frames[0].get_chemical_symbols()), key=lambda sp: -atomic_numbers[sp])
+    out = {"species": species}
+    for sp in species:
         mean, err = block_error(props[f"temperature{{kelvin}}({sp})"][keep])
         out[f"T_{sp}"] = (float(mean), float(err))
-    frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
-    skip = int(round(equilibration_ps * 1000.0 / frame_fs))
-    frames = frames[skip:]
-    for a, b, name in ((8, 8, "OO"), (8, 1, "OH"), (1, 1, "HH")):
-        g, r = rdf_frames(frames, a, b)
-        out[f"rdf_{name}"] = g
+    frames = frames[int(round(equilibration_ps * 1000.0 / frame_fs)):]
+    for a, b in rdf_pairs(species):
+        g, r = rdf_frames(frames, atomic_numbers[a], atomic_numbers[b])
+        out[f"rdf_{a}{b}"] = g
         out["r"] = r
     positions = np.array([f.positions for f in frames])
-    out["D_O"] = float(self_diffusion(positions, frame_fs, frames[0].numbers == 8)[0])
+    out["D"] = float(self_diffusion(positions, frame_fs, frames[0].numbers == atomic_numbers[species[0]])[0])
     return out
 
 
+def nve_fluctuation(workdir: Path, n_atoms: int) -> float:
+    """Standard deviation of the conserved energy of an NVE run, meV/atom."""
+    from .analysis import read_properties
+
+    return float(read_properties(workdir / "run.out")["conserved{electronvolt}"].std() / n_atoms * 1000.0)
+
+
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
-            thermostat="svr", workdir=None, quiet=False):
+            thermostat="svr", workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0, temperature=300.0):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
-    'reference' method; speedups are relative to the method named `baseline`."""
+    'reference' method; speedups are relative to the method named `baseline`. Returns the
+    rows of `judge`, the results per method, and {method: error} of the runs that failed
+    (a blow-up stopped by the guard of mode='mts' or 'learned_map')."""
     import tempfile
 
+    import ase.io
     from tqdm import tqdm
 
     structure = structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz"
-    frame_fs = 10.0
-    results = {}
+    n_atoms = len(ase.io.read(structure))
+    results, failures = {}, {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))
     for method in tqdm(methods, desc="methods", disable=quiet, file=sys.stderr):
         case = root / method.replace(":", "-").replace("@", "-seed-")
         name, _, seed = method.partition("@")
         seed = int(seed) if seed else 7
-        xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", seed=seed,
-                             frame_fs=frame_fs, thermostat=thermostat)
-        nvt = run_method(case / "nvt", xml)
-        nve = {"drift_meV_per_atom_ps": float("nan")}
-        if nve_ps > 0 and not method.endswith(":inner"):  # NVE does not depend on the placement
-            nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", seed=seed,
-                                                      frame_fs=frame_fs)[0])
-        results[method] = {"dt_fs": dt, "s_per_ps": nvt["ms_per_step"] / dt,
-                           "nve_drift": nve["drift_meV_per_atom_ps"],
-                           **analyse(case / "nvt", equilibration_ps, frame_fs)}
-    return judge(results, baseline), results
+        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature)
+        xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
+                             **common)
+        try:
+            nvt = run_method(case / "nvt", xml)
+            nve = {"drift_meV_per_atom_ps": float("nan")}
+            fluctuation = float("nan")
+            if nve_ps > 0 and not method.endswith(":inner"):  # NVE does not depend on the placement
+                nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", **common)[0])
+                fluctuation = nve_fluctuation(case / "nve", n_atoms)
+        except UserError as error:  # a method that blows up is a result, not the end of the benchmark
+            if method == "reference" or method == baseline:
+                raise
+            failures[method] = str(error)
+            continue
+        results[method] = {"dt_fs": dt, "s_per_ps": nvt["ms_per_step"] / dt, "target_K": temperature,
+                           "nve_drift": nve["drift_meV_per_atom_ps"], "nve_std": fluctuation,
+                           "solver": nvt.get("solver"),
+                           **analyse(case / "nvt", equilibration_ps, frame_stride(frame_fs, dt) * dt)}
+    return judge(results, baseline), results, failures
 
 
 def judge(results: dict, baseline: str) -> list[dict]:
@@ -204,9 +283,11 @@ def judge(results: dict, baseline: str) -> list[dict]:
     a method is within error if for each RDF its RMS |Δg| to the reference is at most 1.5x
     the control's, and each species' mean kinetic temperature is within 2 σ_ΔT of the
     reference's, σ_ΔT the larger of the block estimate and the control's RMS deviation over
-    the two species. Without a control: χ ≤ 1.5 and the 2σ block criterion."""
+    the species. Without a control: χ ≤ 1.5 and the 2σ block criterion. Also reported: the
+    largest deviation of a species' temperature from the thermostat's target, in %."""
     ref = results["reference"]
-    names = ("OO", "OH", "HH")
+    species = ref["species"]
+    names = [a + b for a, b in rdf_pairs(species)]
 
     def rms_diff(r, name):
         g, g0 = r[f"rdf_{name}"].mean(axis=0), ref[f"rdf_{name}"].mean(axis=0)
@@ -217,13 +298,17 @@ def judge(results: dict, baseline: str) -> list[dict]:
     rows = []
     for method, r in results.items():
         row = {"method": method, "outer_fs": r["dt_fs"], "s_per_ps": r["s_per_ps"],
-               "speedup": results[baseline]["s_per_ps"] / r["s_per_ps"],
-               "T_O": r["T_O"], "T_H": r["T_H"], "D_O": r["D_O"], "nve_drift": r["nve_drift"]}
+               "speedup": results[baseline]["s_per_ps"] / r["s_per_ps"], "species": species, "rdfs": names,
+               "D": r["D"], "nve_drift": r["nve_drift"], "nve_std": r.get("nve_std", float("nan")),
+               "solver": r.get("solver"), **{f"T_{sp}": r[f"T_{sp}"] for sp in species}}
+        target = r.get("target_K")
+        row["T_dev_pct"] = (max(abs(r[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0
+                            if target else float("nan"))
         for name in names:
             row[f"rdf_{name}_chi"] = (rdf_difference(r[f"rdf_{name}"], ref[f"rdf_{name}"])["chi"]
                                       if method != "reference" else 0.0)
-        dT = {sp: abs(r[f"T_{sp}"][0] - ref[f"T_{sp}"][0]) for sp in ("O", "H")}
-        sigma = {sp: float(np.hypot(r[f"T_{sp}"][1], ref[f"T_{sp}"][1])) for sp in ("O", "H")}
+        dT = {sp: abs(r[f"T_{sp}"][0] - ref[f"T_{sp}"][0]) for sp in species}
+        sigma = {sp: float(np.hypot(r[f"T_{sp}"][1], ref[f"T_{sp}"][1])) for sp in species}
         if control is None:
             row["within_error"] = bool(max(row[f"rdf_{n}_chi"] for n in names) <= 1.5
                                        and all(dT[sp] <= 2 * sigma[sp] for sp in dT))
@@ -244,8 +329,8 @@ def bench_learned(pair="water-pair", baseline="water-baseline", reference="qtip4
     """The learned pair on MTS against the conventional model at 0.5 fs (issue: ≥3x)."""
     models = {"pair": pair, "conventional": baseline, "reference": reference}
     methods = ["reference", "reference@8", "conventional"] + [f"pair:{o:g}" for o in outer_fs]
-    rows, results = compare(methods, models, "conventional", **kw)
-    write_report(rows, results, Path(out), "speedup vs the conventional model at 0.5 fs")
+    rows, results, failures = compare(methods, models, "conventional", **kw)
+    write_report(rows, results, Path(out), "speedup vs the conventional model at 0.5 fs", failures)
     return rows
 
 
@@ -261,14 +346,48 @@ def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out=None, family="s
     methods = ["reference", "reference@8"] + (["conventional"] if family == "pair" else [])
     methods += [f"{family}:{o:g}" for o in outer_fs] + [f"{family}:{o:g}:inner" for o in outer_fs]
     speed_base = "conventional" if family == "pair" else "reference"
-    rows, results = compare(methods, models, speed_base, thermostat="pile_l", **kw)
+    rows, results, failures = compare(methods, models, speed_base, thermostat="pile_l", **kw)
     out = out or f"docs/benchmarks/thermostat-placement{'-pair' if family == 'pair' else ''}"
     label = "speedup vs the conventional model at 0.5 fs" if family == "pair" else "speedup vs q-TIP4P/F at 0.5 fs"
-    write_report(rows, results, Path(out), label)
+    write_report(rows, results, Path(out), label, failures)
     return rows
 
 
-def write_report(rows, results, out: Path, speedup_label: str):
+MAP_SYSTEMS = {
+    # reference potential (the maps' anchor), its fine time step, the shipped maps, frames every
+    "water": dict(structure="water-64/init.xyz", reference="qtip4pf", fine_fs=0.5,
+                  maps=("water-map-2fs", "water-map-4fs"), frame_fs=8.0),
+    "aluminium": dict(structure="aluminium/init.xyz", reference="ase:EMT", fine_fs=2.0,
+                      maps=("al-map-16fs", "al-map-32fs"), frame_fs=32.0),
+}
+
+
+def bench_maps(system="aluminium", maps=None, out=None, **kw):
+    """Learned maps (mode='learned_map') against velocity Verlet of their anchor at the fine
+    step (the reference, also the speed baseline) and at each map's stride (which is also the
+    direct predictor alone: one Verlet step of the anchor), and against the implicit
+    midpoint map S = τH (the map without its learned correction). NVT with SVR at 300 K."""
+    if system not in MAP_SYSTEMS:
+        raise UserError(f"unknown map benchmark system {system!r}: {', '.join(MAP_SYSTEMS)}")
+    spec = MAP_SYSTEMS[system]
+    maps = list(maps or spec["maps"])
+    strides = [map_stride_fs(m) for m in maps]
+    methods = (["reference", "reference@8"] + [f"vv:{t:g}" for t in strides] + [f"midpoint:{t:g}" for t in strides]
+               + [f"map:{m}" for m in maps])
+    structure = Path(__file__).resolve().parents[1] / "inputs" / spec["structure"]
+    rows, results, failures = compare(methods, {"reference": spec["reference"]}, "reference", structure=structure,
+                                      inner_fs=spec["fine_fs"], frame_fs=spec["frame_fs"], **kw)
+    label = f"speedup vs Verlet at {spec['fine_fs']:g} fs"
+    write_report(rows, results, Path(out or f"docs/benchmarks/learned-maps-{system}"), label, failures)
+    return rows
+
+
+def _pretty(name: str) -> str:
+    """'OH' -> 'O–H', 'AlAl' -> 'Al–Al'."""
+    return re.sub(r"([a-z]?)([A-Z])", lambda m: m.group(1) + ("–" if m.start() else "") + m.group(2), name)
+
+
+def write_report(rows, results, out: Path, speedup_label: str, failures=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,40 +397,54 @@ def write_report(rows, results, out: Path, speedup_label: str):
     import shlex
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "failures": failures or {}}, indent=1))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     head = [f"Measured by `{shlex.join(['ipi-mts'] + sys.argv[1:]) if sys.argv[0].endswith('ipi-mts') else shlex.join(sys.argv)}` "
             f"on {len(cores) or os.cpu_count()} of the machine's {os.cpu_count()} CPU cores.", ""]
-    calibrated = "rdf_OO_vs_control" in rows[0]
-    extra = " RMS Δg / control's O–O / O–H / H–H |" if calibrated else ""
-    lines = head + [f"| method | Δt outer (fs) | s / simulated ps | {speedup_label} | RDF χ O–O / O–H / H–H |{extra} T(O) K | T(H) K | D(O) 1e-5 cm²/s | NVE drift meV/atom/ps | within error |",
-                    "|---|---|---|---|---|" + ("---|" if calibrated else "") + "---|---|---|---|---|"]
+    species, names = rows[0]["species"], rows[0]["rdfs"]
+    pairs = " / ".join(_pretty(n) for n in names)
+    calibrated = "rdf_" + names[0] + "_vs_control" in rows[0]
+    maps = any(r["solver"] for r in rows)
+    columns = (["method", "Δt outer (fs)", "s / simulated ps", speedup_label, f"RDF χ {pairs}"]
+               + ([f"RMS Δg / control's {pairs}"] if calibrated else [])
+               + [f"T({sp}) K" for sp in species] + ["max \\|T − target\\| %", f"D({species[0]}) 1e-5 cm²/s",
+                  "NVE drift meV/atom/ps", "NVE σ(conserved) meV/atom"]
+               + (["solver iterations / step (max), fallbacks"] if maps else []) + ["within error"])
+    lines = head + ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        ratios = (f" {r['rdf_OO_vs_control']:.2f} / {r['rdf_OH_vs_control']:.2f} / {r['rdf_HH_vs_control']:.2f} |"
-                  if calibrated else "")
-        lines.append(
-            f"| {r['method']} | {r['outer_fs']:g} | {r['s_per_ps']:.1f} | {r['speedup']:.2f} | "
-            f"{r['rdf_OO_chi']:.2f} / {r['rdf_OH_chi']:.2f} / {r['rdf_HH_chi']:.2f} |{ratios} "
-            f"{r['T_O'][0]:.1f} ± {r['T_O'][1]:.1f} | {r['T_H'][0]:.1f} ± {r['T_H'][1]:.1f} | "
-            f"{r['D_O']:.2f} | {r['nve_drift']:+.3g} | {'yes' if r['within_error'] else 'no'} |")
+        cells = [r["method"], f"{r['outer_fs']:g}", f"{r['s_per_ps']:.1f}", f"{r['speedup']:.2f}",
+                 " / ".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names)]
+        if calibrated:
+            cells.append(" / ".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names))
+        cells += [f"{r[f'T_{sp}'][0]:.1f} ± {r[f'T_{sp}'][1]:.1f}" for sp in species]
+        cells += [f"{r['T_dev_pct']:.1f}", f"{r['D']:.2f}", f"{r['nve_drift']:+.3g}", f"{r['nve_std']:.3g}"]
+        if maps:
+            sv = r["solver"]
+            cells.append(f"{sv['iterations']:.1f} ({sv['max_iterations']}), {sv['fallbacks']}" if sv else "–")
+        cells.append("yes" if r["within_error"] else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"| {method} | blew up: {why} |" for method, why in (failures or {}).items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for ax, name in zip(axes[:3], ("OO", "OH", "HH")):
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.6))
+    for ax, name in zip(axes[:-1], names):
         for method, r in results.items():
             ax.plot(r["r"], r[f"rdf_{name}"].mean(axis=0), label=method, lw=1.2 if method != "reference" else 2.5)
-        ax.set_xlabel("r (Å)"), ax.set_title(f"g_{name}(r)")
+        ax.set_xlabel("r (Å)"), ax.set_title(f"g {_pretty(name)} (r)")
     axes[0].legend(fontsize=7)
-    for family in sorted({r["method"].split(":")[0] + (":inner" if r["method"].endswith(":inner") else "")
-                          for r in rows if ":" in r["method"]}):
-        sel = [r for r in rows if ":" in r["method"] and
-               (r["method"].split(":")[0] + (":inner" if r["method"].endswith(":inner") else "")) == family]
-        axes[3].plot([r["outer_fs"] for r in sel], [r["speedup"] for r in sel], "o-", label=family)
+
+    def family(method):
+        return method.split(":")[0] + (":inner" if method.endswith(":inner") else "")
+
+    for fam in sorted({family(r["method"]) for r in rows if ":" in r["method"]}):
+        sel = [r for r in rows if ":" in r["method"] and family(r["method"]) == fam]
+        axes[-1].plot([r["outer_fs"] for r in sel], [r["speedup"] for r in sel], "o-", label=fam)
         for r in sel:
             if not r["within_error"]:
-                axes[3].plot(r["outer_fs"], r["speedup"], "x", color="red", ms=10)
-    axes[3].axhline(1.0, color="gray", lw=0.8)
-    axes[3].legend(fontsize=7)
-    axes[3].set_xlabel("outer step (fs)  (x: outside the error)"), axes[3].set_ylabel(speedup_label)
+                axes[-1].plot(r["outer_fs"], r["speedup"], "x", color="red", ms=10)
+    axes[-1].axhline(1.0, color="gray", lw=0.8)
+    axes[-1].set_yscale("log")
+    axes[-1].legend(fontsize=7)
+    axes[-1].set_xlabel("time step (fs)  (x: outside the error)"), axes[-1].set_ylabel(speedup_label)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     print("\n".join(lines))
@@ -319,18 +452,20 @@ def write_report(rows, results, out: Path, speedup_label: str):
 
 
 def verdict(rows, speedup_label: str) -> list[str]:
-    """One line per MTS method: its speedup and how far its observables are from the
+    """One line per method: its speedup and how far its observables are from the
     reference's, next to how far a second reference run is (the noise floor)."""
+    species, names = rows[0]["species"], rows[0]["rdfs"]
+    pairs = "/".join(_pretty(n) for n in names)
+
     def far(r):
-        if "rdf_OO_vs_control" in r:
-            rdf = (f"RDF RMS deviation / the control's O–O/O–H/H–H {r['rdf_OO_vs_control']:.2f}/"
-                   f"{r['rdf_OH_vs_control']:.2f}/{r['rdf_HH_vs_control']:.2f}")
+        if f"rdf_{names[0]}_vs_control" in r:
+            rdf = f"RDF RMS deviation / the control's {pairs} " + "/".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names)
         else:
-            rdf = f"RDF χ O–O/O–H/H–H {r['rdf_OO_chi']:.2f}/{r['rdf_OH_chi']:.2f}/{r['rdf_HH_chi']:.2f}"
-        return f"{rdf}, T(O) {r['T_O'][0]:.0f} K, T(H) {r['T_H'][0]:.0f} K"
+            rdf = f"RDF χ {pairs} " + "/".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names)
+        return rdf + "".join(f", T({sp}) {r[f'T_{sp}'][0]:.0f} K" for sp in species)
 
     ref = next(r for r in rows if r["method"] == "reference")
-    out = [f"reference: T(O) {ref['T_O'][0]:.0f} ± {ref['T_O'][1]:.0f} K, T(H) {ref['T_H'][0]:.0f} ± {ref['T_H'][1]:.0f} K"]
+    out = ["reference: " + ", ".join(f"T({sp}) {ref[f'T_{sp}'][0]:.0f} ± {ref[f'T_{sp}'][1]:.0f} K" for sp in species)]
     out += [f"{r['method']} (another seed, the noise floor): {far(r)}" for r in rows if r["method"].startswith("reference@")]
     for r in rows:
         if ":" in r["method"] or r["method"] == "conventional":

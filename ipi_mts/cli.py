@@ -329,16 +329,22 @@ def _add_bench(sub):
             "learned: the learned fast/slow pair on MTS at several outer steps against the "
             "conventional single model at 0.5 fs and the reference potential. placement: the "
             "q-TIP4P/F physics split (or, with --family pair, the learned pair) with the "
-            "thermostat outside (i-PI's MTS) and inside the innermost loop. Wall time per simulated ps, RDFs, per-species temperature, "
-            "diffusion, NVE drift; writes a markdown table, JSON and a PNG."
+            "thermostat outside (i-PI's MTS) and inside the innermost loop. maps: learned "
+            "long-time-step maps (--system water or aluminium) against velocity Verlet at the "
+            "fine step and at the map's stride and the implicit midpoint map. Wall time per "
+            "simulated ps, RDFs, per-species temperature, diffusion, NVE drift and fluctuation; "
+            "writes a markdown table, JSON and a PNG."
         ),
     )
-    p.add_argument("what", choices=["learned", "placement"])
+    p.add_argument("what", choices=["learned", "placement", "maps"])
     p.add_argument("--pair", default="water-pair", help="learned pair (name or file)")
     p.add_argument("--baseline", default="water-baseline", help="conventional model (name or file)")
     p.add_argument("--outer", default=None, help="outer steps in fs, comma-separated")
     p.add_argument("--family", choices=["split", "pair"], default="split",
                    help="placement: the q-TIP4P/F physics split or the learned pair (default: split)")
+    p.add_argument("--system", choices=["water", "aluminium"], default="aluminium",
+                   help="maps: the system and its shipped maps (default: aluminium)")
+    p.add_argument("--maps", default=None, help="maps: maps to compare (names or files), comma-separated")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
@@ -356,8 +362,11 @@ def _bench(args) -> int:
         kw["out"] = args.out
     if args.what == "learned":
         benchmarking.bench_learned(args.pair, args.baseline, **kw)
-    else:
+    elif args.what == "placement":
         benchmarking.bench_placement(family=args.family, pair=args.pair, baseline=args.baseline, **kw)
+    else:
+        maps = args.maps.split(",") if args.maps else None
+        benchmarking.bench_maps(args.system, maps, **kw)
     return 0
 
 

@@ -11,12 +11,16 @@ MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "
 
 def test_methods_map_to_time_steps_and_levels():
     assert parse_method("reference", MODELS)[:2] == (0.5, None)
-    dt, n, ffs, placement = parse_method("split:3:inner", MODELS)
-    assert (dt, n, placement) == (3.0, 6, "inner")
-    assert [f[1] for f in ffs] == ["qtip4pf-inter", "qtip4pf-intra"]
-    dt, n, ffs, placement = parse_method("pair:2", MODELS)
-    assert (dt, n, placement) == (2.0, 4, None)
-    assert [(f[1], f[2]) for f in ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
+    m = parse_method("split:3:inner", MODELS)
+    assert (m.dt, m.n_inner, m.placement) == (3.0, 6, "inner")
+    assert [f[1] for f in m.ffs] == ["qtip4pf-inter", "qtip4pf-intra"]
+    m = parse_method("pair:2", MODELS)
+    assert (m.dt, m.n_inner, m.placement) == (2.0, 4, None)
+    assert [(f[1], f[2]) for f in m.ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
+    m = parse_method("midpoint:4", MODELS)
+    assert (m.dt, m.map_model, m.ffs[0][1]) == (4.0, "midpoint:qtip4pf", "qtip4pf")
+    m = parse_method("map:al-map-16fs", {"reference": "ase:EMT"})
+    assert (m.dt, m.map_model) == (pytest.approx(16.0), "al-map-16fs")
     with pytest.raises(UserError, match="not a multiple"):
         parse_method("pair:1.2", MODELS)
     with pytest.raises(UserError, match="unknown benchmark method"):
@@ -32,15 +36,35 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     assert dyn.find("thermostat").get("mode") == "pile_l"
     xml, _ = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nve")
     dyn = ET.fromstring(xml).find("system/motion/dynamics")
-    assert dyn.get("mode") == "nve" and dyn.find("thermostat") is None
+    assert dyn.get("mode") == "mts" and dyn.find("thermostat") is None  # NVE: placement is moot
     xml, dt = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.5, "nvt")
     assert dt == 0.5 and "{model: water-baseline}" in xml
+    assert "temperature{kelvin}(O), temperature{kelvin}(H)," in xml
+
+
+def test_map_inputs_use_the_learned_map_and_guarded_verlet():
+    models = {"reference": "ase:EMT"}
+    structure = "inputs/aluminium/init.xyz"
+    xml, dt = method_xml("map:al-map-16fs", models, structure, 0.32, "nvt", inner_fs=2.0, frame_fs=32.0)
+    root = ET.fromstring(xml)
+    dyn = root.find("system/motion/dynamics")
+    assert dyn.get("mode") == "learned_map" and dyn.get("model") == "al-map-16fs"
+    assert dyn.find("thermostat").get("mode") == "svr" and dyn.findtext("nmts") is None
+    assert root.findtext("total_steps") == "20" and root.find("output/trajectory").get("stride") == "2"
+    assert "temperature{kelvin}(Al), potential" in xml and "{model: ase:EMT}" in xml
+    # Verlet at a long step runs as mode='mts' with one level (i-PI's nve bit for bit) for the guard
+    dyn = ET.fromstring(method_xml("vv:16", models, structure, 0.32, "nve", inner_fs=2.0, frame_fs=32.0)[0]).find(
+        "system/motion/dynamics")
+    assert dyn.get("mode") == "mts" and dyn.get("thermostat_placement") == "outer"
+    # frames every multiple of the step closest to the asked interval: 16 fs for 10 fs
+    xml, _ = method_xml("vv:16", models, structure, 0.32, "nve", inner_fs=2.0, frame_fs=10.0)
+    assert ET.fromstring(xml).find("output/trajectory").get("stride") == "1"
 
 
 def _result(rng, shift=0.0, t_o=300.0, t_h=300.0, dt=0.5, s_per_ps=10.0):
     """Synthetic per-method results: 50 frames of 3 RDFs of 20 bins, noise 0.05, + shift."""
-    r = {"dt_fs": dt, "s_per_ps": s_per_ps, "nve_drift": 0.0, "D_O": 2.0, "r": np.arange(20.0),
-         "T_O": (t_o, 2.0), "T_H": (t_h, 2.0)}
+    r = {"dt_fs": dt, "s_per_ps": s_per_ps, "nve_drift": 0.0, "D": 2.0, "r": np.arange(20.0),
+         "T_O": (t_o, 2.0), "T_H": (t_h, 2.0), "species": ["O", "H"], "target_K": 300.0}
     for name in ("OO", "OH", "HH"):
         r[f"rdf_{name}"] = 1.0 + shift + 0.05 * rng.standard_normal((50, 20))
     return r
@@ -60,6 +84,7 @@ def test_judge_measures_the_error_with_the_control_run():
     assert rows["shifted"]["rdf_OO_vs_control"] > 1.5 and not rows["shifted"]["within_error"]
     assert not rows["hot"]["within_error"]
     assert rows["pair:2"]["speedup"] == 2.5
+    assert rows["hot"]["T_dev_pct"] == pytest.approx(100 * 40 / 300)
     # without a control the block errors decide, and call that run outside (7 K > 2 × 2.8 K;
     # its O–O χ of 1.6 > 1.5 is chance: 5 blocks estimate the error loosely)
     del results["reference@8"]

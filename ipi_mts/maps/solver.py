@@ -90,8 +90,8 @@ class MidpointMap:
         generating: GeneratingFunction,
         predictor=None,
         tol: float = 1e-9,
-        max_iter: int = 50,
-        memory: int = 5,
+        max_iter: int = 100,
+        memory: int = 20,
         fallback_substeps: int = 4,
     ):
         self.generating = generating
