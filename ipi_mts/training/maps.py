@@ -76,7 +76,7 @@ from ..errors import UserError
 from .config import ScheduleConfig, StageConfig, _build, check_run_keys
 
 SOLVER_DEFAULTS = {"tol": 1e-9, "max_iter": 50, "memory": 5, "fallback_substeps": 4}
-RESUMABLE = {"device", "threads", "checkpoint_every", "eval_batch_size", "output", "check_map_pairs"}
+RESUMABLE = {"device", "threads", "checkpoint_every", "eval_batch_size", "output", "check_map_pairs", "solver"}  # solver: only the final check and the map file use it
 
 
 # --- config -----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The shipped learned map `al-map-16fs` (EMT aluminium, τ = 16 fs): it loads by name, says
-what it is, and its step converges and is time-reversible on a box it was not trained on."""
+"""The shipped learned maps of EMT aluminium (`al-map-16fs`, `al-map-32fs`): each loads by
+name, says what it is, and its step converges and is time-reversible on a box it was not
+trained on."""
 
 import numpy as np
+import pytest
 from ase.build import bulk
 from ase.units import kB
 
@@ -24,9 +26,10 @@ def _step(m, atoms, q, p):
     return m.step(q, p, masses, cell, atoms.numbers)
 
 
-def test_al_map_16fs_loads_and_is_reversible():
-    m = load_map("al-map-16fs")
-    assert list(m.species) == [13] and m.metadata["stride_fs"] == 16.0 and m.anchor == "ase:EMT"
+@pytest.mark.parametrize("name, stride", [("al-map-16fs", 16.0), ("al-map-32fs", 32.0)])
+def test_al_maps_load_and_are_reversible(name, stride):
+    m = load_map(name)
+    assert list(m.species) == [13] and m.metadata["stride_fs"] == stride and m.anchor == "ase:EMT"
     atoms = _state()
     q = units.positions_to_wire(atoms.positions)
     p = atoms.get_momenta() * MOMENTUM_AU_PER_ASE
