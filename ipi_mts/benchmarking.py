@@ -225,11 +225,13 @@ def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     return out
 
 
-def nve_fluctuation(workdir: Path, n_atoms: int) -> float:
-    """Standard deviation of the conserved energy of an NVE run, meV/atom."""
+def nve_trace(workdir: Path, n_atoms: int):
+    """Time (ps) and conserved energy (meV/atom, from its first value) of an NVE run."""
     from .analysis import read_properties
 
-    return float(read_properties(workdir / "run.out")["conserved{electronvolt}"].std() / n_atoms * 1000.0)
+    props = read_properties(workdir / "run.out")
+    conserved = props["conserved{electronvolt}"] / n_atoms * 1000.0
+    return props["time{picosecond}"], conserved - conserved[0]
 
 
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
@@ -257,17 +259,18 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
         try:
             nvt = run_method(case / "nvt", xml)
             nve = {"drift_meV_per_atom_ps": float("nan")}
-            fluctuation = float("nan")
+            trace = None
             if nve_ps > 0 and not method.endswith(":inner"):  # NVE does not depend on the placement
                 nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", **common)[0])
-                fluctuation = nve_fluctuation(case / "nve", n_atoms)
+                trace = nve_trace(case / "nve", n_atoms)
         except UserError as error:  # a method that blows up is a result, not the end of the benchmark
             if method == "reference" or method == baseline:
                 raise
             failures[method] = str(error)
             continue
         results[method] = {"dt_fs": dt, "s_per_ps": nvt["ms_per_step"] / dt, "target_K": temperature,
-                           "nve_drift": nve["drift_meV_per_atom_ps"], "nve_std": fluctuation,
+                           "nve_drift": nve["drift_meV_per_atom_ps"], "nve_trace": trace,
+                           "nve_std": float(trace[1].std()) if trace else float("nan"),
                            "solver": nvt.get("solver"),
                            **analyse(case / "nvt", equilibration_ps, frame_stride(frame_fs, dt) * dt)}
     return judge(results, baseline), results, failures
@@ -427,7 +430,15 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"| {method} | blew up: {why} |" for method, why in (failures or {}).items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.6))
+    traces = {method: r["nve_trace"] for method, r in results.items() if r.get("nve_trace")}
+    panels = len(names) + 1 + bool(traces)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6))
+    if traces:
+        for method, (t, e) in traces.items():
+            axes[-1].plot(t, e, label=method, lw=1.0)
+        axes[-1].set_xlabel("t (ps)"), axes[-1].set_ylabel("conserved − initial (meV/atom)")
+        axes[-1].set_title("NVE"), axes[-1].legend(fontsize=7)
+        axes = axes[:-1]
     for ax, name in zip(axes[:-1], names):
         for method, r in results.items():
             ax.plot(r["r"], r[f"rdf_{name}"].mean(axis=0), label=method, lw=1.2 if method != "reference" else 2.5)
