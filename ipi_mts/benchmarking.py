@@ -357,11 +357,12 @@ def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out=None, family="s
 
 
 MAP_SYSTEMS = {
-    # reference potential (the maps' anchor), its fine time step, the shipped maps, frames every
-    # and the equilibration (a perfect fcc lattice with thermal velocities needs ~1 ps of SVR)
-    "water": dict(structure="water-64/init.xyz", reference="qtip4pf", fine_fs=0.5,
-                  maps=("water-map-2fs", "water-map-4fs"), frame_fs=8.0, equilibration_ps=0.5),
-    "aluminium": dict(structure="aluminium/init.xyz", reference="ase:EMT", fine_fs=2.0,
+    # the reference potential (the maps' anchor) and its fine time step, the target strides, the
+    # shipped maps, frames every frame_fs, and the equilibration (a perfect fcc lattice with
+    # thermal velocities needs ~1 ps of SVR)
+    "water": dict(structure="water-64/init.xyz", reference="qtip4pf", fine_fs=0.5, strides=(2.0, 4.0),
+                  maps=("water-map-2fs",), frame_fs=8.0, equilibration_ps=0.5),
+    "aluminium": dict(structure="aluminium/init.xyz", reference="ase:EMT", fine_fs=2.0, strides=(16.0, 32.0),
                       maps=("al-map-16fs", "al-map-32fs"), frame_fs=32.0, equilibration_ps=1.0),
 }
 
@@ -370,12 +371,13 @@ def bench_maps(system="aluminium", maps=None, out=None, **kw):
     """Learned maps (mode='learned_map') against velocity Verlet of their anchor at the fine
     step (the reference, also the speed baseline) and at each map's stride (which is also the
     direct predictor alone: one Verlet step of the anchor), and against the implicit
-    midpoint map S = τH (the map without its learned correction). NVT with SVR at 300 K."""
+    midpoint map S = τH (the map without its learned correction), at the system's target
+    strides and the maps'. NVT with SVR at 300 K."""
     if system not in MAP_SYSTEMS:
         raise UserError(f"unknown map benchmark system {system!r}: {', '.join(MAP_SYSTEMS)}")
     spec = MAP_SYSTEMS[system]
-    maps = list(maps or spec["maps"])
-    strides = [map_stride_fs(m) for m in maps]
+    maps = list(spec["maps"] if maps is None else maps)
+    strides = sorted(set(spec["strides"]) | {map_stride_fs(m) for m in maps})
     methods = (["reference", "reference@8"] + [f"vv:{t:g}" for t in strides] + [f"midpoint:{t:g}" for t in strides]
                + [f"map:{m}" for m in maps])
     structure = Path(__file__).resolve().parents[1] / "inputs" / spec["structure"]

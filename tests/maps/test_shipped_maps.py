@@ -39,3 +39,29 @@ def test_al_maps_load_and_are_reversible(name, stride):
     q0, p0, info = _step(m, atoms, q1, -p1)  # flip the momenta and step again: back to the start
     assert info["converged"]
     assert np.abs(q0 - q).max() < 1e-6 and np.abs(p0 + p).max() < 1e-6 * np.abs(p).max()
+
+
+def test_water_map_2fs_loads_and_is_reversible():
+    """On water-64 from inputs/ (an equilibrated q-TIP4P/F structure, not a training frame)
+    with fresh 300 K momenta: the 2 fs map converges, moves, and steps back to the start."""
+    from pathlib import Path
+
+    from ase import Atoms
+
+    from ipi_mts.data.generate import read_ipi_trajectory
+
+    m = load_map("water-map-2fs")
+    assert sorted(m.species) == [1, 8] and m.metadata["stride_fs"] == 2.0 and m.anchor == "qtip4pf"
+    path = Path(__file__).resolve().parents[2] / "inputs" / "water-64" / "init.xyz"
+    symbols, positions, cell = next(read_ipi_trajectory(path))
+    atoms = Atoms(symbols, positions=positions, cell=cell, pbc=True)
+    rng = np.random.default_rng(3)
+    atoms.set_momenta(np.sqrt(atoms.get_masses()[:, None] * kB * 300) * rng.standard_normal((len(atoms), 3)))
+    q = units.positions_to_wire(atoms.positions)
+    p = atoms.get_momenta() * MOMENTUM_AU_PER_ASE
+    q1, p1, info = _step(m, atoms, q, p)
+    assert info["converged"] and not info["fallback"]
+    assert np.abs(q1 - q).max() > 0.02  # bohr
+    q0, p0, info = _step(m, atoms, q1, -p1)
+    assert info["converged"]
+    assert np.abs(q0 - q).max() < 1e-6 and np.abs(p0 + p).max() < 1e-6 * np.abs(p).max()
