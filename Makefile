@@ -35,7 +35,9 @@ models: $(STAMP)
 
 # the shipped learned maps, from scratch: reference trajectories (EMT aluminium ~8 min, q-TIP4P/F
 # water ~14 min on one core), then `ipi-mts train-map` for each (≤ 1 h each on 2 cores; the
-# configs' headers give the measured times), then the map files into the package
+# configs' headers give the measured times), then the map files into the package (water-map-4fs
+# trains with `ipi-mts train-map inputs/training/water-map-4fs.yaml` but is not shipped: its
+# implicit equations cannot be solved, docs/learned-maps.md)
 IPI_MTS := $(abspath $(VENV))/bin/ipi-mts
 maps: $(STAMP)
 	test -f runs/map-data/al-108-traj.extxyz || $(IPI_MTS) data trajectories --model ase:EMT \
@@ -44,7 +46,7 @@ maps: $(STAMP)
 	test -f runs/map-data/water-64-traj.extxyz || $(IPI_MTS) data trajectories \
 	    --structure inputs/water-64/init.xyz --temperatures 250,300,350 --dt-fs 0.25 --save-every 4 \
 	    --segment-fs 200 --segments 6 --spacing-fs 200 --equilibration-ps 1 --out runs/map-data/water-64-traj.extxyz
-	for m in al-16fs al-32fs water-2fs water-4fs; do \
+	for m in al-16fs al-32fs water-2fs; do \
 	    $(IPI_MTS) train-map inputs/training/$${m%%-*}-map-$${m#*-}.yaml && \
 	    cp runs/train-map/$$m/map.pt ipi_mts/models/$${m%%-*}-map-$${m#*-}.pt || exit 1; done
 

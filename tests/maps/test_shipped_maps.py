@@ -1,6 +1,6 @@
-"""The shipped learned maps of EMT aluminium (`al-map-16fs`, `al-map-32fs`): each loads by
-name, says what it is, and its step converges and is time-reversible on a box it was not
-trained on."""
+"""The shipped learned maps (`al-map-16fs`, `al-map-32fs` of EMT aluminium, `water-map-2fs`
+of q-TIP4P/F water): each loads by name, says what it is, and its step converges and is
+time-reversible on a state it was not trained on."""
 
 import numpy as np
 import pytest
