@@ -33,7 +33,7 @@ A map file (kind "map", `save_map` / `load_map`) holds a long-time-step map of
         "anchor": {"reference": "qtip4pf", "params": {}}   # V: a reference potential by name
                 | {"embedded": "anchor"},      #    or a learned model, components["anchor"]
         "kinetic_scale_eV": 0.025852 | None,   # E₀ of H_θ's momentum features (None: no H_θ)
-        "solver": {"tol": 1e-9, "max_iter": 50, "memory": 5, "fallback_substeps": 4},
+        "solver": {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4},
       },
       "components": {"correction": {"architecture": "momentum-correction", ...}}  # or {}:
                                                # the pure implicit-midpoint map of V

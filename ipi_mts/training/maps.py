@@ -55,7 +55,7 @@ data:
 model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # EquivariantConfig fields
 train: {epochs: 10, steps: null, minutes: null, lr: 0.005}      # the first budget reached ends it
 schedule: {kind: cosine, min_lr_factor: 0.01, warmup_steps: 0, patience: 2, factor: 0.5}
-solver: {tol: 1.0e-9, max_iter: 50, memory: 5, fallback_substeps: 4}   # stored in the map file
+solver: {tol: 1.0e-9, max_iter: 100, memory: 20, fallback_substeps: 4}   # stored in the map file
 ```
 """
 
@@ -73,9 +73,9 @@ import torch
 
 from .. import units
 from ..errors import UserError
+from ..maps.solver import SOLVER_DEFAULTS
 from .config import ScheduleConfig, StageConfig, _build, check_run_keys
 
-SOLVER_DEFAULTS = {"tol": 1e-9, "max_iter": 50, "memory": 5, "fallback_substeps": 4}
 RESUMABLE = {"device", "threads", "checkpoint_every", "eval_batch_size", "output", "check_map_pairs", "solver"}  # solver: only the final check and the map file use it
 
 
