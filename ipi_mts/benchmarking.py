@@ -114,12 +114,18 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     return Method(outer, int(round(n_inner)), ffs, placement or None)
 
 
+def heaviest_first(symbols) -> list[str]:
+    """The distinct chemical symbols, heaviest first (O, H; the order of RDF pairs and columns)."""
+    from ase.data import atomic_numbers
+
+    return sorted(set(symbols), key=lambda s: -atomic_numbers[s])
+
+
 def species_of(structure) -> list[str]:
-    """Chemical symbols of a structure file, heaviest first."""
+    """The species of a structure file, heaviest first."""
     import ase.io
 
-    atoms = ase.io.read(structure)
-    return sorted(set(atoms.get_chemical_symbols()), key=lambda s: -ase.data.atomic_numbers[s])
+    return heaviest_first(ase.io.read(structure).get_chemical_symbols())
 
 
 def frame_stride(frame_fs: float, dt: float) -> int:
@@ -210,7 +216,7 @@ def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     props = read_properties(workdir / "run.out")
     keep = props["time{picosecond}"] >= equilibration_ps
     frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
-    species = sorted(set(frames[0].get_chemical_symbols()), key=lambda sp: -atomic_numbers[sp])
+    species = heaviest_first(frames[0].get_chemical_symbols())
     out = {"species": species}
     for sp in species:
         mean, err = block_error(props[f"temperature{{kelvin}}({sp})"][keep])
