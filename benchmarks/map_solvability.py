@@ -41,22 +41,19 @@ def main():
     system = System.from_ipi(atoms.get_masses() * units.AMU, units.cell_to_wire(atoms.cell.array), atoms.numbers)
     q = torch.as_tensor(units.positions_to_wire(atoms.positions)).reshape(-1, 3)
     p = torch.as_tensor(atoms.get_momenta() * MOMENTUM_AU_PER_ASE).reshape(-1, 3)
-    tau, n = m.tau, q.numel()
-    scale = tau / system.masses[:, None]  # the solver's unknowns: x = (q', τ p'/m), bohr
+    tau = m.tau
+    equations, pack, _ = m.equations(q, p, system)
     calls = [0]
 
-    def g(x):  # the map's fixed-point function, as in MidpointMap.step_system
+    def g(x):  # the map's fixed-point function (MidpointMap.equations), counting evaluations
         calls[0] += 1
-        x = torch.as_tensor(x)
-        q_new, p_new = x[:n].view_as(q), x[n:].view_as(p) / scale
-        ds_dq, ds_dp = m.generating.gradients(0.5 * (q + q_new), 0.5 * (p + p_new), system)
-        return torch.cat([(q + ds_dp).reshape(-1), ((p - ds_dq) * scale).reshape(-1)])
+        return equations(torch.as_tensor(x))
 
     if args.guess == "verlet":
-        q0, p0 = m.predictor(q, p, system, tau)
+        x0 = pack(*m.predictor(q, p, system, tau)).detach()
     else:
-        q0, p0, _ = MidpointMap(GeneratingFunction(m.generating.potential, tau / units.FEMTOSECOND)).step_system(q, p, system)
-    x0 = torch.cat([q0.reshape(-1), (p0 * scale).reshape(-1)]).detach()
+        midpoint = MidpointMap(GeneratingFunction(m.generating.potential, tau / units.FEMTOSECOND))
+        x0 = pack(*midpoint.step_system(q, p, system)[:2]).detach()
     print(f"{args.map}: stride {m.metadata.get('stride_fs', tau / units.FEMTOSECOND)} fs, {len(atoms)} atoms, "
           f"frame {args.frame} of {args.data}; {args.guess} guess, residual there {float((g(x0) - x0).abs().max()):.3g} bohr")
     for spec in args.anderson.split(","):

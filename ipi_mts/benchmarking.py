@@ -276,7 +276,6 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
             continue
         results[method] = {"dt_fs": dt, "s_per_ps": nvt["ms_per_step"] / dt, "target_K": temperature,
                            "nve_drift": nve["drift_meV_per_atom_ps"], "nve_trace": trace,
-                           "nve_std": float(trace[1].std()) if trace else float("nan"),
                            "solver": nvt.get("solver"),
                            **analyse(case / "nvt", equilibration_ps, frame_stride(frame_fs, dt) * dt)}
     return judge(results, baseline), results, failures
@@ -308,7 +307,8 @@ def judge(results: dict, baseline: str) -> list[dict]:
     for method, r in results.items():
         row = {"method": method, "outer_fs": r["dt_fs"], "s_per_ps": r["s_per_ps"],
                "speedup": results[baseline]["s_per_ps"] / r["s_per_ps"], "species": species, "rdfs": names,
-               "D": r["D"], "nve_drift": r["nve_drift"], "nve_std": r.get("nve_std", float("nan")),
+               "D": r["D"], "nve_drift": r["nve_drift"],
+               "nve_std": float(r["nve_trace"][1].std()) if r.get("nve_trace") else float("nan"),
                "solver": r.get("solver"), **{f"T_{sp}": r[f"T_{sp}"] for sp in species}}
         target = r.get("target_K")
         row["T_dev_pct"] = (max(abs(r[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0

@@ -117,25 +117,37 @@ class MidpointMap:
         q_new, p_new, info = self.step_system(q, p, system)
         return q_new.numpy(), p_new.numpy(), info
 
+    def equations(self, q: torch.Tensor, p: torch.Tensor, system: System):
+        """The implicit equations x = g(x) of one step from (q, p), in the scaled unknowns
+        x = (q', τp'/m) (flat, bohr): returns (g, pack, unpack) with pack(q', p') -> x and
+        unpack(x) -> (q', p')."""
+        scale = self.tau / system.masses[:, None]  # p -> τ p / m, bohr
+        n = q.numel()
+
+        def pack(q_new, p_new):
+            return torch.cat([q_new.reshape(-1), (p_new * scale).reshape(-1)])
+
+        def unpack(x):
+            return x[:n].view_as(q), x[n:].view_as(p) / scale
+
+        def g(x):
+            q_new, p_new = unpack(x)
+            ds_dq, ds_dp = self.generating.gradients(0.5 * (q + q_new), 0.5 * (p + p_new), system)
+            return pack(q + ds_dp, p - ds_dq)
+
+        return g, pack, unpack
+
     def step_system(self, q: torch.Tensor, p: torch.Tensor, system: System):
         """`step` on float64 tensors and a prepared System; returns tensors."""
         tau = self.tau
-        scale = tau / system.masses[:, None]  # p -> τ p / m, bohr
-        n = q.numel()
-
-        def g(x):
-            q_new, p_new = x[:n].view_as(q), x[n:].view_as(p) / scale
-            ds_dq, ds_dp = self.generating.gradients(0.5 * (q + q_new), 0.5 * (p + p_new), system)
-            return torch.cat([(q + ds_dp).reshape(-1), ((p - ds_dq) * scale).reshape(-1)])
-
-        q0, p0 = self.predictor(q, p, system, tau)
-        x0 = torch.cat([q0.reshape(-1), (p0 * scale).reshape(-1)]).detach()
+        g, pack, unpack = self.equations(q, p, system)
+        x0 = pack(*self.predictor(q, p, system, tau)).detach()
         x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory)
         self.steps += 1
         info = {"converged": solve.converged, "iterations": solve.iterations, "residual": solve.residual}
         if solve.converged:
             info["fallback"] = False
-            return x[:n].view_as(q), x[n:].view_as(p) / scale, info
+            return *unpack(x), info
         self.fallbacks += 1
         info["fallback"] = True
         potential = self.generating.potential
@@ -143,7 +155,6 @@ class MidpointMap:
             q, p, system.masses, tau, lambda y: system.forces(potential, y), self.fallback_substeps
         )
         return q_new, p_new, info
-
 
 
 __all__ = ["MidpointMap", "SOLVER_DEFAULTS", "SolveInfo", "fixed_point"]
