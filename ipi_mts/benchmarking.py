@@ -61,6 +61,9 @@ TEMPLATE = """<simulation verbosity='quiet'>
 """
 
 
+THERMOSTAT_TAU_FS = {"svr": 200.0, "pile_l": 100.0}  # defaults: gentle, so that diffusion means something
+
+
 def _ff(name, model, component="full"):
     comp = f", component: {component}" if component != "full" else ""
     return (f"  <ffsocket name='{name}' mode='unix' pbc='false'><address>b{uuid.uuid4().hex[:10]}</address>"
@@ -135,8 +138,9 @@ def frame_stride(frame_fs: float, dt: float) -> int:
 
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
-               inner_fs=0.5, frame_fs=10.0, thermostat="svr"):
-    """The i-PI input of one method (see `parse_method`) and its time step (fs)."""
+               inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None):
+    """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
+    `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS)."""
     m = parse_method(method, models, inner_fs)
     nmts = f"<nmts>[1, {m.n_inner}]</nmts>" if m.n_inner else ""
     forces = "\n".join(
@@ -151,8 +155,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
     steps = int(round(time_ps * 1000.0 / m.dt))
     thermo = ""
     if ensemble == "nvt":
-        tau = 200 if thermostat == "svr" else 100
-        thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau}</tau></thermostat>"
+        tau = tau_fs or THERMOSTAT_TAU_FS[thermostat]
+        thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau:g}</tau></thermostat>"
     temps = "".join(f"temperature{{kelvin}}({sp}), " for sp in species_of(structure))
     return TEMPLATE.format(
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
@@ -241,7 +245,8 @@ def nve_trace(workdir: Path, n_atoms: int):
 
 
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
-            thermostat="svr", workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0, temperature=300.0):
+            thermostat="svr", tau_fs=None, workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0,
+            temperature=300.0):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
     'reference' method; speedups are relative to the method named `baseline`. Returns the
     rows of `judge`, the results per method, and {method: error} of the runs that failed
@@ -251,7 +256,9 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     import ase.io
     from tqdm import tqdm
 
-    structure = structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz"
+    structure = Path(structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz")
+    if not structure.is_file():
+        raise UserError(f"benchmark structure {structure} does not exist")
     n_atoms = len(ase.io.read(structure))
     results, failures = {}, {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))
@@ -261,7 +268,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
         seed = int(seed) if seed else 7
         common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature)
         xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
-                             **common)
+                             tau_fs=tau_fs, **common)
         try:
             nvt = run_method(case / "nvt", xml)
             nve = {"drift_meV_per_atom_ps": float("nan")}

@@ -345,6 +345,10 @@ def _add_bench(sub):
     p.add_argument("--system", choices=["water", "aluminium"], default="aluminium",
                    help="maps: the system and its shipped maps (default: aluminium)")
     p.add_argument("--maps", default=None, help="maps: maps to compare (names or files), comma-separated")
+    p.add_argument("--structure", default=None,
+                   help="learned, placement: the water box, xyz (default: inputs/water-64/init.xyz)")
+    p.add_argument("--tau-fs", type=float, default=None,
+                   help="NVT thermostat time constant, fs (default: 200 for SVR, 100 for PILE_L)")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
@@ -355,11 +359,17 @@ def _add_bench(sub):
 def _bench(args) -> int:
     from . import benchmarking
 
-    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir)
+    if args.tau_fs is not None and not args.tau_fs > 0:
+        raise UserError(f"--tau-fs must be positive, not {args.tau_fs}")
+    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir, tau_fs=args.tau_fs)
     if args.outer:
         kw["outer_fs"] = tuple(float(x) for x in args.outer.split(","))
     if args.out:
         kw["out"] = args.out
+    if args.structure:
+        if args.what == "maps":
+            raise UserError("--structure is for learned and placement; maps use --system")
+        kw["structure"] = args.structure
     if args.what == "learned":
         benchmarking.bench_learned(args.pair, args.baseline, **kw)
     elif args.what == "placement":

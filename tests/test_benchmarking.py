@@ -34,6 +34,10 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     assert dyn.get("mode") == "mts" and dyn.get("thermostat_placement") == "inner"
     assert dyn.findtext("nmts").strip() == "[1, 8]" and root.findtext("total_steps") == "250"
     assert dyn.find("thermostat").get("mode") == "pile_l"
+    assert float(dyn.findtext("thermostat/tau")) == 100.0  # THERMOSTAT_TAU_FS, unless asked
+    xml, _ = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l",
+                        tau_fs=20.0)
+    assert float(ET.fromstring(xml).findtext("system/motion/dynamics/thermostat/tau")) == 20.0
     xml, _ = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nve")
     dyn = ET.fromstring(xml).find("system/motion/dynamics")
     assert dyn.get("mode") == "mts" and dyn.find("thermostat") is None  # NVE: placement is moot
