@@ -5,11 +5,17 @@
   only `socket.timeout` is caught; the forcefield's polling thread dies and i-PI waits for
   ever. Turned into i-PI's own `Disconnected`, the request is put back on the queue and the
   next client (the launcher restarts the driver) computes it again.
+- Output whose reader has gone away (`ipi-mts run | tee log` stopped by Ctrl-C, a benchmark
+  that was stopped): i-PI's soft exit prints before it marks itself triggered, so the
+  BrokenPipeError kills the soft-exit thread, RESTART is never written and the step waits
+  for ever. stdout and stderr drop what they cannot deliver instead (`PipeSafe`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 
 def _disconnect_on_oserror(method):
@@ -28,9 +34,44 @@ def _disconnect_on_oserror(method):
     return wrapped
 
 
+class PipeSafe:
+    """A text stream that, once its pipe is broken, sends everything to /dev/null."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.stream.fileno())  # the buffered rest goes there too
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     from ipi.interfaces import sockets
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, PipeSafe):
+            setattr(sys, name, PipeSafe(stream))
 
     for cls in (sockets.Driver, sockets.SHMDriver):
         for name in ("_recv_forces_bulk", "_recv_forces_bulk_batch"):

@@ -434,10 +434,10 @@ def run_from_args(args) -> int:
     progress = Progress(simulation, args.quiet)
     simulation.outputs.append(progress)
     drivers.start()
-    interrupted = False
     try:
         simulation.run()
-    except SystemExit:
+        interrupted = softexit.triggered  # a signal or an EXIT file between steps ends the loop quietly
+    except SystemExit:  # ... and during a step, from the thread waiting for forces
         interrupted = True
     finally:
         progress.close()

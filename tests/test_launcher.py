@@ -149,6 +149,32 @@ def test_killed_driver_is_restarted_and_trajectory_is_unchanged(tmp_path):
     assert np.array_equal(a, b)
 
 
+def test_sigterm_with_a_reader_gone_writes_restart_and_exits(tmp_path):
+    """`ipi-mts run | tee` stopped by Ctrl-C, or a stopped benchmark: stdout is a broken pipe
+    when the signal comes. The run must still write RESTART and end, not wait for ever."""
+    path, tag = water_input(tmp_path, steps=100000)
+    proc = subprocess.Popen([sys.executable, "-m", "ipi_mts.cli", "run", "--quiet", str(path)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out_file, deadline = tmp_path / "sim.out", time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if out_file.exists() and len(out_file.read_text().splitlines()) > 20:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None
+        proc.stdout.close(), proc.stderr.close()  # the reader goes away
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1  # interrupted
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["pkill", "-KILL", "-f", "--", f"--unix t{tag}"])
+    restart = (tmp_path / "RESTART").read_text()
+    step = int(restart.split("<step>")[1].split("</step>")[0])
+    assert step > 20
+    assert not subprocess.run(["pgrep", "-f", "--", f"--unix t{tag}"], capture_output=True).stdout  # drivers gone
+
+
 def test_print_drivers_for_inet(tmp_path):
     path, _ = water_input(tmp_path, mode="inet", port=23456)
     result = run([path, "--print-drivers"], tmp_path, timeout=60)
