@@ -101,7 +101,7 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     if kind == "midpoint":
         return Method(float(rest), None, reference, map_model=f"midpoint:{models['reference']}")
     if kind == "map":
-        return Method(map_stride_fs(rest), None, reference, map_model=rest)
+        return Method(map_stride_fs(rest), None, reference, map_model=resolved_model(rest))
     outer_text, _, placement = rest.partition(":")
     outer = float(outer_text)
     n_inner = outer / inner_fs
@@ -115,6 +115,17 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
     return Method(outer, int(round(n_inner)), ffs, placement or None)
+
+
+def resolved_model(model: str) -> str:
+    """A model file as an absolute path (each run goes in its own folder); a shipped or
+    reference model's name unchanged. A model file that does not exist is a UserError."""
+    path = Path(model).expanduser()
+    if path.suffix != ".pt" and not path.is_file():
+        return model
+    if not path.is_file():
+        raise UserError(f"model file {model} does not exist")
+    return str(path.resolve())
 
 
 def heaviest_first(symbols) -> list[str]:
@@ -256,6 +267,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     import ase.io
     from tqdm import tqdm
 
+    models = {kind: resolved_model(model) for kind, model in models.items()}
     structure = Path(structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz")
     if not structure.is_file():
         raise UserError(f"benchmark structure {structure} does not exist")
@@ -443,7 +455,7 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
             cells.append(f"{sv['iterations']:.1f} ({sv['max_iterations']}), {sv['fallbacks']}" if sv else "–")
         cells.append("yes" if r["within_error"] else "no")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [f"| {method} | blew up: {why} |" for method, why in (failures or {}).items()]
+    lines += [f"| {method} | stopped: {why} |" for method, why in (failures or {}).items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     traces = {method: r["nve_trace"] for method, r in results.items() if r.get("nve_trace")}
     panels = len(names) + 1 + bool(traces)

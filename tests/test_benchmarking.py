@@ -1,9 +1,10 @@
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ipi_mts.benchmarking import method_xml, parse_method
+from ipi_mts.benchmarking import method_xml, parse_method, resolved_model
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -25,6 +26,17 @@ def test_methods_map_to_time_steps_and_levels():
         parse_method("pair:1.2", MODELS)
     with pytest.raises(UserError, match="unknown benchmark method"):
         parse_method("magic:2", MODELS)
+
+
+def test_model_files_become_absolute_paths(tmp_path, monkeypatch):
+    """Every run goes in its own folder, so a model file given relative to here is made absolute
+    (names stay names), and a missing one is refused before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    Path("mine.pt").write_bytes(b"")
+    assert resolved_model("mine.pt") == str(tmp_path / "mine.pt")
+    assert resolved_model("water-pair") == "water-pair" and resolved_model("ase:EMT") == "ase:EMT"
+    with pytest.raises(UserError, match="missing.pt does not exist"):
+        resolved_model("missing.pt")
 
 
 def test_inputs_are_ipi_xml_with_the_right_dynamics():
