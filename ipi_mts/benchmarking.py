@@ -21,6 +21,7 @@ fallbacks. Results: JSON, a markdown table and PNG plots.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -34,7 +35,8 @@ import numpy as np
 from .analysis import rdf_difference
 from .errors import UserError
 
-TEMPLATE = """<simulation verbosity='quiet'>
+TEMPLATE = """<!-- structure sha256 {structure_sha} (a reused run must have started from the same atoms) -->
+<simulation verbosity='quiet'>
   <output prefix='run'>
     <properties stride='{pstride}' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, {temps}potential{{electronvolt}} ] </properties>
     <trajectory filename='pos' stride='{tstride}' format='xyz' cell_units='angstrom'> positions{{angstrom}} </trajectory>
@@ -173,20 +175,24 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
         seed=seed, ffs="\n".join(_ff(name, model, comp) for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
+        structure_sha=hashlib.sha256(Path(structure).read_bytes()).hexdigest()[:16],
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
 
 
+def same_input(a: str, b: str) -> bool:
+    """Whether two inputs of `method_xml` run the same (socket addresses are unique per run)."""
+    return re.sub(r"<address>[^<]*</address>", "", a) == re.sub(r"<address>[^<]*</address>", "", b)
+
+
 def run_method(workdir: Path, xml: str) -> dict:
     """Run one input through `ipi-mts run` in `workdir`: its ms/step and conserved-energy
-    drift. A finished run of the same input there is reused (summary.json), so an
+    drift. A finished run of the same input (which holds the start structure's hash) there is
+    reused (summary.json), so an
     interrupted benchmark goes on where it stopped and a changed analysis needs no new MD."""
     summary, done = workdir / "summary.json", workdir / "input.xml"
 
-    def same(a, b):  # socket addresses are made unique per run
-        return re.sub(r"<address>[^<]*</address>", "", a) == re.sub(r"<address>[^<]*</address>", "", b)
-
-    if summary.is_file() and done.is_file() and same(done.read_text(), xml):
+    if summary.is_file() and done.is_file() and same_input(done.read_text(), xml):
         return json.loads(summary.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)

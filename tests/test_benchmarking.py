@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipi_mts.benchmarking import method_xml, parse_method, resolved_model
+from ipi_mts.benchmarking import method_xml, parse_method, resolved_model, same_input
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -37,6 +37,22 @@ def test_model_files_become_absolute_paths(tmp_path, monkeypatch):
     assert resolved_model("water-pair") == "water-pair" and resolved_model("ase:EMT") == "ase:EMT"
     with pytest.raises(UserError, match="missing.pt does not exist"):
         resolved_model("missing.pt")
+
+
+def test_an_input_changes_with_the_atoms_of_its_structure(tmp_path):
+    """Finished runs are reused when the input is the same: a structure file with other atoms
+    under the same name must give another input."""
+    start = tmp_path / "init.xyz"
+    text = Path("inputs/water-64/init.xyz").read_text()
+    start.write_text(text)
+    first = method_xml("reference", MODELS, start, 0.1, "nve")[0]
+    lines = text.splitlines()
+    element, x, y, z = lines[2].split()
+    lines[2] = f"{element} {float(x) + 0.01} {y} {z}"  # one atom moved
+    start.write_text("\n".join(lines) + "\n")
+    assert not same_input(method_xml("reference", MODELS, start, 0.1, "nve")[0], first)
+    start.write_text(text)
+    assert same_input(method_xml("reference", MODELS, start, 0.1, "nve")[0], first)
 
 
 def test_inputs_are_ipi_xml_with_the_right_dynamics():
