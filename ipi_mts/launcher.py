@@ -218,8 +218,8 @@ class Drivers:
         while not self._stop.wait(0.2):
             for plan in self.plans:
                 code = self.procs[plan.name].poll()
-                if code is None or code == 0 or self._stop.is_set():
-                    continue  # running, or left cleanly because i-PI closed or said EXIT
+                if code is None or code == 0 or self._stop.is_set() or softexit.triggered:
+                    continue  # running, left cleanly (i-PI closed or said EXIT), or the run is ending
                 if code == 2 or self.restarts[plan.name] >= RESTARTS_PER_DRIVER:
                     why = self._last_line(plan) or f"exit code {code}"
                     if code != 2:
