@@ -214,11 +214,33 @@ def _add_train(sub):
     p.add_argument("config", metavar="CONFIG.yaml", help="training config (YAML)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.pt")
     p.add_argument("--only", choices=["pair", "single"], help="train only this part of a `kind: both` config")
+    _add_config_overrides(p)
+    p.set_defaults(func=_train)
+
+
+def _add_config_overrides(p):
     p.add_argument("--output", help="override the config's output folder")
     p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=int, help="override the config's torch CPU threads")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, dotted into sections, VALUE read as YAML "
+                        "(e.g. --set loss.slow_smoothness=0.02); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    p.set_defaults(func=_train)
+
+
+def _config_overrides(args) -> dict:
+    import yaml
+
+    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item}: the value is not valid YAML") from None
+    return overrides
 
 
 def _passive_threads():
@@ -233,8 +255,7 @@ def _train(args) -> int:
     _passive_threads()
     from .training import load_config, train
 
-    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, _config_overrides(args))
     summary = train(config, resume=args.resume, only=args.only, quiet=args.quiet)
     for task, result in summary["results"].items():
         print(f"ipi-mts train: {task}: {result['model_file']}")
@@ -257,10 +278,7 @@ def _add_train_map(sub):
     )
     p.add_argument("config", metavar="CONFIG.yaml", help="map training config (YAML)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.pt")
-    p.add_argument("--output", help="override the config's output folder")
-    p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--threads", type=int, help="override the config's torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    _add_config_overrides(p)
     p.set_defaults(func=_train_map)
 
 
@@ -268,8 +286,7 @@ def _train_map(args) -> int:
     _passive_threads()
     from .training.maps import load_map_config, train_map
 
-    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
-    summary = train_map(load_map_config(args.config, overrides), resume=args.resume, quiet=args.quiet)
+    summary = train_map(load_map_config(args.config, _config_overrides(args)), resume=args.resume, quiet=args.quiet)
     print(f"ipi-mts train-map: {summary['map_file']}")
     return 0
 

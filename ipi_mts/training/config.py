@@ -357,13 +357,27 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 
 def load_config(path, overrides: dict | None = None, from_dict=None) -> TrainConfig:
-    """Read and validate a YAML config; `overrides` (top-level keys) win over the file;
+    """Read and validate a YAML config; `overrides` win over the file ({key: value}, a dotted
+    key such as 'loss.slow_smoothness' reaches into a section; None values are left out);
     `from_dict` builds it (default `config_from_dict`; `training.maps` passes its own)."""
-    values = read_yaml(path) | {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = read_yaml(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_key(values, key, value)
     try:
         return (from_dict or config_from_dict)(values)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def _set_key(values: dict, key: str, value) -> None:
+    *sections, last = key.split(".")
+    where = values
+    for depth, name in enumerate(sections):
+        where = where.setdefault(name, {})
+        if not isinstance(where, dict):
+            raise UserError(f"cannot set {key}: {'.'.join(sections[: depth + 1])} is not a section")
+    where[last] = value
 
 
 def read_yaml(path) -> dict:

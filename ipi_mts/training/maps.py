@@ -155,7 +155,7 @@ def map_config_from_dict(values: dict) -> MapTrainConfig:
 
 
 def load_map_config(path, overrides: dict | None = None) -> MapTrainConfig:
-    """Read and validate a YAML map-training config; `overrides` (top-level keys) win."""
+    """Read and validate a YAML map-training config; `overrides` win (see `config.load_config`)."""
     from .config import load_config
 
     return load_config(path, overrides, map_config_from_dict)

@@ -127,6 +127,26 @@ def test_shipped_water_config_is_valid():
     assert config.stages.single_budget().minutes == pair_minutes  # the baseline: same budget
 
 
+def test_dotted_overrides_reach_into_sections(tmp_path):
+    path = ROOT / "inputs" / "training" / "water-pair.yaml"
+    config = load_config(path, {"loss.slow_smoothness": 0.02, "stages.joint.minutes": 3, "output": None})
+    assert config.loss.slow_smoothness == 0.02 and config.stages.joint.minutes == 3.0
+    assert config.output == load_config(path).output  # None leaves the file's value
+    with pytest.raises(UserError, match="cannot set seed.x: seed is not a section"):
+        load_config(path, {"seed.x": 1})
+    with pytest.raises(UserError, match="unknown key loss.smoothness"):
+        load_config(path, {"loss.smoothness": 0.1})
+
+
+def test_cli_set_overrides_and_its_errors(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"files": ["a.extxyz"]}}))
+    assert main(["train", str(path), "--set", "loss.slow_smoothness=fast"]) == 2
+    assert "loss.slow_smoothness: expected a number" in capsys.readouterr().err
+    assert main(["train", str(path), "--set", "loss.slow_smoothness"]) == 2
+    assert "--set takes KEY=VALUE" in capsys.readouterr().err
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {files: [a.extxyz]\nkind: pair\n")
