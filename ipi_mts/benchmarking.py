@@ -188,8 +188,8 @@ def same_input(a: str, b: str) -> bool:
 def run_method(workdir: Path, xml: str) -> dict:
     """Run one input through `ipi-mts run` in `workdir`: its ms/step and conserved-energy
     drift. A finished run of the same input (which holds the start structure's hash) there is
-    reused (summary.json), so an
-    interrupted benchmark goes on where it stopped and a changed analysis needs no new MD."""
+    reused (summary.json), so an interrupted benchmark goes on where it stopped and a changed
+    analysis needs no new MD."""
     summary, done = workdir / "summary.json", workdir / "input.xml"
 
     if summary.is_file() and done.is_file() and same_input(done.read_text(), xml):
