@@ -1,73 +1,23 @@
-"""i-PI PES plugin serving ipi-mts models through the same `WireEvaluator` as `ipi-mts serve`.
+"""i-PI PES plugin file for ipi-mts models (the class lives in `ipi_mts.server.pes`).
 
 With i-PI's Python driver:
 
     i-pi-py_driver -m custom -P drivers/ipi_mts_pes.py -o model=qtip4pf -u -a ADDRESS
 
 (`-o` takes comma-separated `key=value` pairs; a bare first value is the model name), or
-inside i-PI without a socket:
+inside plain i-PI without a socket:
 
     <ffdirect name='water'>
       <pes>custom</pes><pes_path>drivers/ipi_mts_pes.py</pes_path>
       <parameters>{model: qtip4pf}</parameters>
     </ffdirect>
 
-Parameters: `model` (required), `component` (full|fast|slow), `template` (structure file
-giving the species), `device` (torch device); any other key goes to the model. A list of
-structures (i-PI's batched mode) is evaluated in one model call.
+Under `ipi-mts run` the same PES is registered as `<pes>ipi_mts</pes>` and needs neither this
+file nor a species template. Parameters: see `ipi_mts.server.pes`.
 """
 
-import sys
-
-import numpy as np
-from ipi.pes.dummy import Dummy_driver
-
-from ipi_mts.errors import UserError
-from ipi_mts.server.evaluator import WireEvaluator
-from ipi_mts.state import read_species
+from ipi_mts.server.pes import IpiMtsDriver
 
 __DRIVER_NAME__ = "ipi_mts"
 __DRIVER_CLASS__ = "IpiMtsDriver"
-
-
-class IpiMtsDriver(Dummy_driver):
-    """i-PI PES for ipi-mts models: energies (Ha), forces (Ha/bohr), virial (Ha)."""
-
-    def __init__(
-        self, model=None, component="full", template=None, device=None, *args, verbose=False, **params
-    ):
-        params.pop("verbosity", None)  # i-PI's <ffdirect> adds its own verbosity flag
-        if args:
-            sys.exit(
-                f"ipi_mts PES: error: unexpected positional parameters {list(args)}; "
-                "use key=value (model=..., component=..., template=..., device=...)"
-            )
-        if model is None:
-            sys.exit("ipi_mts PES: error: give the model, e.g. -o model=qtip4pf or {model: qtip4pf}")
-        try:
-            numbers = read_species(template) if template else None
-            self.evaluator = WireEvaluator.from_name(
-                str(model), str(component), numbers, device, **params
-            )
-        except UserError as e:
-            # one line and a non-zero exit instead of a traceback from the driver script
-            sys.exit(f"ipi_mts PES: error: {e}")
-        super().__init__(verbose)
-
-    def compute(self, cell, pos):
-        """One structure: cell h (3, 3) bohr, positions (N, 3) bohr -> (energy, forces
-        (N, 3), virial (3, 3), extras). Lists of them -> a list of such tuples, from one
-        model call."""
-        if isinstance(cell, list):
-            if not isinstance(pos, list) or len(cell) != len(pos):
-                raise ValueError("batched mode needs lists of cells and positions of the same length")
-            cells = np.stack([np.asarray(h, dtype=np.float64).reshape(3, 3) for h in cell])
-            positions = np.stack([np.asarray(q, dtype=np.float64).reshape(-1, 3) for q in pos])
-            energies, forces, virials, extras = self.evaluator(cells, positions)
-            return [
-                (float(energies[i]), forces[i], virials[i], extras[i]) for i in range(len(cell))
-            ]
-        cells = np.asarray(cell, dtype=np.float64).reshape(1, 3, 3)
-        positions = np.asarray(pos, dtype=np.float64).reshape(1, -1, 3)
-        energies, forces, virials, extras = self.evaluator(cells, positions)
-        return float(energies[0]), forces[0], virials[0], extras[0]
+__all__ = ["IpiMtsDriver"]

@@ -66,10 +66,13 @@ TEMPLATE = """<!-- structure sha256 {structure_sha} (a reused run must have star
 THERMOSTAT_TAU_FS = {"svr": 200.0, "pile_l": 100.0}  # defaults: gentle, so that diffusion means something
 
 
-def _ff(name, model, component="full"):
-    comp = f", component: {component}" if component != "full" else ""
+def _ff(name, model, component="full", in_process=False):
+    """A forcefield served by `ipi-mts serve` over a UNIX socket, or in i-PI's process."""
+    parameters = f"<parameters>{{model: {model}" + (f", component: {component}" if component != "full" else "") + "}</parameters>"
+    if in_process:
+        return f"  <ffdirect name='{name}'><pes>ipi_mts</pes>{parameters}</ffdirect>"
     return (f"  <ffsocket name='{name}' mode='unix' pbc='false'><address>b{uuid.uuid4().hex[:10]}</address>"
-            f"<parameters>{{model: {model}{comp}}}</parameters></ffsocket>")
+            f"{parameters}</ffsocket>")
 
 
 class Method(NamedTuple):
@@ -151,9 +154,10 @@ def frame_stride(frame_fs: float, dt: float) -> int:
 
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
-               inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None):
+               inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process"):
     """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
-    `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS)."""
+    `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS). The fast force of MTS
+    runs `fast`: 'in-process' (`<ffdirect>`: no socket round trip per inner step) or 'socket'."""
     m = parse_method(method, models, inner_fs)
     nmts = f"<nmts>[1, {m.n_inner}]</nmts>" if m.n_inner else ""
     forces = "\n".join(
@@ -173,7 +177,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
     temps = "".join(f"temperature{{kelvin}}({sp}), " for sp in species_of(structure))
     return TEMPLATE.format(
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
-        seed=seed, ffs="\n".join(_ff(name, model, comp) for name, model, comp, _ in m.ffs),
+        seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
+                              for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
         structure_sha=hashlib.sha256(Path(structure).read_bytes()).hexdigest()[:16],
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
@@ -263,7 +268,7 @@ def nve_trace(workdir: Path, n_atoms: int):
 
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
             thermostat="svr", tau_fs=None, workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0,
-            temperature=300.0):
+            temperature=300.0, fast="in-process"):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
     'reference' method; speedups are relative to the method named `baseline`. Returns the
     rows of `judge`, the results per method, and {method: error} of the runs that failed
@@ -284,7 +289,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
         case = root / method.replace(":", "-").replace("@", "-seed-")
         name, _, seed = method.partition("@")
         seed = int(seed) if seed else 7
-        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature)
+        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature, fast=fast)
         xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
                              tau_fs=tau_fs, **common)
         try:

@@ -366,6 +366,10 @@ def _add_bench(sub):
                    help="learned, placement: the water box, xyz (default: inputs/water-64/init.xyz)")
     p.add_argument("--tau-fs", type=float, default=None,
                    help="NVT thermostat time constant, fs (default: 200 for SVR, 100 for PILE_L)")
+    p.add_argument("--fast", choices=["in-process", "socket"], default="in-process",
+                   help="learned, placement: where MTS evaluates the fast force: in i-PI's process "
+                   "(<ffdirect>, no socket round trip per inner step) or by `ipi-mts serve` over a "
+                   "socket (default: in-process)")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
@@ -378,7 +382,7 @@ def _bench(args) -> int:
 
     if args.tau_fs is not None and not args.tau_fs > 0:
         raise UserError(f"--tau-fs must be positive, not {args.tau_fs}")
-    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir, tau_fs=args.tau_fs)
+    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir, tau_fs=args.tau_fs, fast=args.fast)
     if args.outer:
         kw["outer_fs"] = tuple(float(x) for x in args.outer.split(","))
     if args.out:

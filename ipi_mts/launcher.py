@@ -389,6 +389,7 @@ def _nbeads(root: ET.Element) -> int:
 
 def run_from_args(args) -> int:
     from . import ipi_patches, motion
+    from .server.pes import use_simulation_species
 
     path = Path(args.input)
     root = load_xml(path)
@@ -421,6 +422,7 @@ def run_from_args(args) -> int:
     except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, NameError) as e:
         raise UserError(f"i-PI cannot use {path}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
 
+    use_simulation_species(simulation)  # for <ffdirect><pes>ipi_mts</pes>
     ours = [p for p in plans if p.mode == "unix" and p.model is not None]
     others = [p for p in plans if p not in ours]
     if others:

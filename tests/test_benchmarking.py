@@ -74,6 +74,23 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     assert "temperature{kelvin}(O), temperature{kelvin}(H)," in xml
 
 
+def test_the_fast_force_runs_in_process_unless_asked_for_a_socket():
+    def forcefields(xml):
+        root = ET.fromstring(xml)
+        return {ff.get("name"): (ff.tag, ff.findtext("pes"), ff.findtext("parameters")) for ff in root
+                if ff.tag.startswith("ff")}
+
+    xml, _ = method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt")
+    assert forcefields(xml) == {
+        "slow": ("ffsocket", None, "{model: water-pair, component: slow}"),
+        "fast": ("ffdirect", "ipi_mts", "{model: water-pair, component: fast}"),
+    }
+    xml, _ = method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", fast="socket")
+    assert {tag for tag, _, _ in forcefields(xml).values()} == {"ffsocket"}
+    xml, _ = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt")
+    assert [tag for tag, _, _ in forcefields(xml).values()] == ["ffsocket"]
+
+
 def test_map_inputs_use_the_learned_map_and_guarded_verlet():
     models = {"reference": "ase:EMT"}
     structure = "inputs/aluminium/init.xyz"

@@ -1,4 +1,4 @@
-"""Registration of `<dynamics mode='mts'>` and `<dynamics mode='learned_map'>` into i-PI,
+"""Registration of `<dynamics mode='mts'>`, `<dynamics mode='learned_map'>` and the PES `ipi_mts` into i-PI,
 in memory, without touching its files.
 
 i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (idempotent):
@@ -11,7 +11,10 @@ i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (ide
    (`InputDynamics.fetch` passes them to `Dynamics.__init__`) and written back into RESTART
    files (`InputDynamics.store`), only when they differ from their defaults, so i-PI's own
    modes write the same RESTART files as before;
-3. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator`, with
+3. registers the PES ``ipi_mts`` for `<ffdirect>` (ipi_mts.server.pes): ipi-mts models in
+   i-PI's own process, with the species taken from the simulation (`load_simulation`,
+   `interactive_simulation` and `ipi-mts run` pass them);
+4. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator`, with
    ``mode='learned_map'`` a `LearnedMapIntegrator` (both subclasses of i-PI's
    `NVTIntegrator`). The object stays a `Dynamics`, so its thermostat, barostat, ``nmts``
    and ``ethermo`` are stored in RESTART by i-PI's own code. Any other mode runs i-PI's
@@ -225,9 +228,27 @@ def _wrap_dynamics(Dynamics):
     Dynamics.__init__ = __init__
 
 
+def _register_pes() -> None:
+    """`<ffdirect><pes>ipi_mts</pes>`: ipi-mts models inside i-PI's process (ipi_mts.server.pes).
+    i-PI imports a PES mode `m` as the module `ipi.pes.<__drivers__[m]>` and checks the name
+    against the input's options, fixed when `ipi.inputs.forcefields` was imported."""
+    import sys
+
+    import ipi.pes
+    from ipi.inputs.forcefields import InputFFDirect
+
+    from ..server import pes
+
+    sys.modules[f"ipi.pes.{pes.PES_NAME}"] = pes
+    ipi.pes.__drivers__[pes.PES_NAME] = pes.PES_NAME
+    options = InputFFDirect.fields["pes"][1]["options"]
+    if pes.PES_NAME not in options:
+        options.append(pes.PES_NAME)
+
+
 def register() -> None:
-    """Teach i-PI `<dynamics mode='mts'>` and `<dynamics mode='learned_map'>`. Call before
-    parsing any XML; safe to call again."""
+    """Teach i-PI `<dynamics mode='mts'>`, `<dynamics mode='learned_map'>` and
+    `<ffdirect><pes>ipi_mts</pes>`. Call before parsing any XML; safe to call again."""
     global _registered
     with _lock:
         if _registered:
@@ -237,6 +258,7 @@ def register() -> None:
 
         _wrap_input_dynamics(InputDynamics)
         _wrap_dynamics(Dynamics)
+        _register_pes()
         _registered = True
 
 
@@ -246,11 +268,15 @@ def is_registered() -> bool:
 
 def interactive_simulation(xml_input, **kwargs):
     """`ipi.scripting.InteractiveSimulation` of `xml_input` (an XML string or open file), with
-    mode='mts' registered first."""
+    our modes and PES registered first."""
     register()
     from ipi.scripting import InteractiveSimulation
 
-    return InteractiveSimulation(xml_input, **kwargs)
+    from ..server.pes import use_simulation_species
+
+    simulation = InteractiveSimulation(xml_input, **kwargs)
+    use_simulation_species(simulation)
+    return simulation
 
 
 def load_simulation(xml_input, **kwargs):
@@ -259,4 +285,8 @@ def load_simulation(xml_input, **kwargs):
     register()
     from ipi.engine.simulation import Simulation
 
-    return Simulation.load_from_xml(xml_input, **kwargs)
+    from ..server.pes import use_simulation_species
+
+    simulation = Simulation.load_from_xml(xml_input, **kwargs)
+    use_simulation_species(simulation)
+    return simulation

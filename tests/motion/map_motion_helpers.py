@@ -1,8 +1,8 @@
 """Eight q-TIP4P/F waters in a periodic 6.2 Å box for the tests of
 `<dynamics mode='learned_map'>`: i-PI inputs, an equilibrated start, map files, runners.
 
-i-PI's forces come from `<ffdirect>` with the project's PES plugin (q-TIP4P/F in this
-process, no sockets), the map's anchor from the map file: the same potential, by two routes.
+i-PI's forces come from `<ffdirect><pes>ipi_mts</pes>` (q-TIP4P/F in this process, no
+sockets), the map's anchor from the map file: the same potential, by two routes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 import mts_helpers as h
 from ipi_mts.testing_ipi import ffdirect_xml, write_xyz
 
-PES = h.REPO / "drivers" / "ipi_mts_pes.py"
 STEPS_EQUILIBRATE = 400  # i-PI nvt, 0.5 fs, PILE_L 20 fs: 200 fs from the lattice start
 
 
@@ -53,7 +52,7 @@ def simulation_xml(
           </output>
           <total_steps>{steps}</total_steps>
           <prng><seed>{seed}</seed></prng>
-          {ffdirect_xml("water", PES, "{model: %s}" % anchor)}
+          {ffdirect_xml("water", "{model: %s}" % anchor)}
           <system>
             <initialize nbeads='{nbeads}'>
               <file mode='xyz'>{init}</file>

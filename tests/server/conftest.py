@@ -81,3 +81,9 @@ def water(tmp_path) -> System:
         tmp_path / "init.xyz", atoms.get_chemical_symbols(), atoms.positions, atoms.cell.lengths()
     )
     return System(init, "qtip4pf", template=False)
+
+
+@pytest.fixture
+def learned_water(water) -> System:
+    """The same waters served by a learned model, which needs the species template."""
+    return System(water.init, "water-baseline")

@@ -1,6 +1,7 @@
-"""drivers/ipi_mts_pes.py, the i-PI PES plugin: through i-PI's own loader, through
-`i-pi-py_driver -m custom`, and inside i-PI as `<ffdirect>`; it serves the same trajectory
-as `ipi-mts serve`."""
+"""ipi_mts.server.pes, the i-PI PES of ipi-mts models: as the plugin file
+drivers/ipi_mts_pes.py through i-PI's own loader, through `i-pi-py_driver -m custom` and
+inside i-PI as `<ffdirect>`; and registered as `<pes>ipi_mts</pes>` under `ipi-mts run`. It
+serves the same trajectory as `ipi-mts serve`."""
 
 from pathlib import Path
 
@@ -116,10 +117,34 @@ def test_py_driver_equals_serve(tmp_path, argon, batch_size):
 def test_ffdirect_equals_serve(tmp_path, argon):
     """<ffdirect><pes>custom</pes><pes_path>drivers/ipi_mts_pes.py</pes_path>, with two beads
     batched into one call, gives the trajectory `ipi-mts serve` gives over 2 connections."""
-    ff = ffdirect_xml("ff", PES, argon.ffdirect_parameters(), batch_size=2)
+    ff = ffdirect_xml("ff", argon.ffdirect_parameters(), pes_path=PES, batch_size=2)
     rc_ipi, _, _ = run_ipi_with_driver(tmp_path / "direct", simulation_xml(ff, init=argon.init, nbeads=2, steps=3))
     assert rc_ipi == 0
     direct = RunOutput(tmp_path / "direct")
     assert_matches_direct(direct, argon.evaluator())
     served = _serve_run(tmp_path / "serve", argon, 2, 3, connections=2)
     _assert_same_run(direct, served)
+
+
+def test_registered_pes_takes_the_species_from_the_simulation(tmp_path, learned_water):
+    """`<ffdirect><pes>ipi_mts</pes>` with no template under `ipi-mts run`: a learned model,
+    which needs the species, gets them from i-PI's atoms and gives the trajectory `ipi-mts
+    serve` gives with a template."""
+    import subprocess
+    import sys
+
+    learned = learned_water
+    workdir = tmp_path / "registered"
+    workdir.mkdir()
+    ff = ffdirect_xml("ff", "{model: water-baseline}")
+    (workdir / "input.xml").write_text(simulation_xml(ff, init=learned.init, steps=3))
+    run = subprocess.run([sys.executable, "-m", "ipi_mts.cli", "run", "--quiet", "input.xml"],
+                         cwd=workdir, capture_output=True, text=True, timeout=80)
+    assert run.returncode == 0, run.stderr
+    registered = RunOutput(workdir)
+    assert_matches_direct(registered, learned.evaluator(), rtol=1e-3, atol=1e-6)  # float32 model
+    served = _serve_run(tmp_path / "serve", learned, 1, 3, connections=1)
+    np.testing.assert_array_equal(registered.positions, served.positions)
+    np.testing.assert_array_equal(registered.forces, served.forces)
+    # `ipi-mts run` writes every digit (floatformat), plain i-PI ten
+    np.testing.assert_allclose(registered.properties, served.properties, rtol=1e-8, atol=0)
