@@ -1,48 +1,91 @@
 """The learned pair's fast force in i-PI's process (`<ffdirect><pes>ipi_mts</pes>`) against
-over a socket, next to the conventional model: the methods interleaved and repeated, since
-single runs on a shared machine vary by up to 20 %. Prints ms per step of every run and the
-median speedups over the conventional model at 0.5 fs.
+over a socket, next to the conventional model, and what each model costs alone.
+
+1. MD: the methods interleaved and repeated, since single runs on a shared machine vary by up
+   to 20 %; ms per step of every run and the median speedups over the conventional model at
+   0.5 fs (`--repeats 0` skips this part).
+2. Alone: one evaluation (energy, forces, virial through the `WireEvaluator` that serves i-PI)
+   of the structure by each component of each pair in `--alone` and by the conventional model,
+   medians of five interleaved loops of `--calls` calls.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/fast_in_process.py \\
-        --structure inputs/water-216/init.xyz --outer 1.5,2 --ps 0.2 --repeats 3
+        --structure inputs/water-216/init.xyz --outer 1.5,2 --ps 0.2 --repeats 3 \\
+        --alone water-pair,runs/water-pair-fast26.pt
 """
 
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
-from ipi_mts.benchmarking import method_xml, run_method
+import ase.io
+import numpy as np
 
-MODELS = {"reference": "qtip4pf", "conventional": "water-baseline", "pair": "water-pair"}
+from ipi_mts import units
+from ipi_mts.benchmarking import method_xml, run_method
+from ipi_mts.server.evaluator import WireEvaluator
+
+
+def md_table(args, models):
+    cases = [("conventional", "socket")] + [
+        (f"pair:{o}", fast) for o in args.outer.split(",") for fast in ("socket", "in-process")
+    ]
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="ipi-mts-fast-"))
+    ms, dts = {case: [] for case in cases}, {}
+    for repeat in range(args.repeats):
+        for method, fast in cases:
+            xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast)
+            workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
+            ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
+            print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
+    base = statistics.median(ms[cases[0]]) / dts["conventional"]
+    print("\n| method | fast force | ms per step | s per ps (median) | speedup |\n|---|---|---|---|---|")
+    for method, fast in cases:
+        per_fs = statistics.median(ms[(method, fast)]) / dts[method]
+        runs = ", ".join(f"{x:.0f}" for x in ms[(method, fast)])
+        print(f"| {method} | {fast if method != 'conventional' else '–'} | {runs} | {per_fs:.0f} | {base / per_fs:.2f} |")
+
+
+def alone_table(args, models):
+    atoms = ase.io.read(args.structure)
+    cells = units.cell_to_wire(atoms.cell.array)[None]
+    positions = units.positions_to_wire(atoms.positions)[None]
+    evaluators = {(models["conventional"], "full"): None}
+    for pair in args.alone.split(","):
+        evaluators.update({(pair, "fast"): None, (pair, "slow"): None})
+    for model, component in evaluators:
+        evaluators[(model, component)] = WireEvaluator.from_name(model, component, atoms.numbers, "cpu")
+    ms = {key: [] for key in evaluators}
+    for _ in range(5):
+        for key, evaluate in evaluators.items():
+            evaluate(cells, positions)  # warm-up
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                evaluate(cells, positions)
+            ms[key].append((time.perf_counter() - start) / args.calls * 1e3)
+    print(f"\n| model | component | ms per evaluation of {len(atoms)} atoms (median of 5 loops) |\n|---|---|---|")
+    for (model, component), times in ms.items():
+        print(f"| {model} | {component} | {np.median(times):.1f} |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--structure", default="inputs/water-216/init.xyz")
+    parser.add_argument("--pair", default="water-pair", help="the pair run on MTS")
+    parser.add_argument("--baseline", default="water-baseline", help="the conventional model")
     parser.add_argument("--outer", default="1.5,2", help="outer steps, fs")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="MD repeats (0: time the models alone only)")
+    parser.add_argument("--alone", default=None, help="pairs timed alone, comma-separated (default: --pair)")
+    parser.add_argument("--calls", type=int, default=10, help="calls per timing loop (alone)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    cases = [("conventional", "socket")] + [
-        (f"pair:{o}", fast) for o in args.outer.split(",") for fast in ("socket", "in-process")
-    ]
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="ipi-mts-fast-"))
-    ms = {case: [] for case in cases}
-    for repeat in range(args.repeats):
-        for method, fast in cases:
-            xml, dt = method_xml(method, MODELS, Path(args.structure), args.ps, "nvt", fast=fast)
-            workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
-            ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
-            print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
-    base = statistics.median(ms[cases[0]]) / 0.5
-    print("\n| method | fast force | ms per step | s per ps (median) | speedup |\n|---|---|---|---|---|")
-    for method, fast in cases:
-        dt = 0.5 if method == "conventional" else float(method.split(":")[1])
-        per_fs = statistics.median(ms[(method, fast)]) / dt
-        runs = ", ".join(f"{x:.0f}" for x in ms[(method, fast)])
-        print(f"| {method} | {fast if method != 'conventional' else '–'} | {runs} | {per_fs:.0f} | {base / per_fs:.2f} |")
+    args.alone = args.alone or args.pair
+    models = {"reference": "qtip4pf", "conventional": args.baseline, "pair": args.pair}
+    if args.repeats > 0:
+        md_table(args, models)
+    alone_table(args, models)
 
 
 if __name__ == "__main__":

@@ -389,7 +389,6 @@ def _nbeads(root: ET.Element) -> int:
 
 def run_from_args(args) -> int:
     from . import ipi_patches, motion
-    from .server.pes import use_simulation_species
 
     path = Path(args.input)
     root = load_xml(path)
@@ -402,9 +401,6 @@ def run_from_args(args) -> int:
     # RESTART files with every digit of float64, so that a restart continues identically
     root.set("floatformat", root.get("floatformat", "%24.16e"))
     ipi_patches.apply()
-    motion.register()
-
-    from ipi.engine.simulation import Simulation
     from ipi.utils.softexit import softexit
 
     def adjust(simulation):
@@ -412,7 +408,7 @@ def run_from_args(args) -> int:
             simulation.tsteps = args.steps
 
     try:
-        simulation = Simulation.load_from_xml(
+        simulation = motion.load_simulation(  # our modes and PES registered, species given
             ET.tostring(root, encoding="unicode"),
             custom_verbosity=None if args.verbose else "quiet",
             post_init_hook=adjust,
@@ -422,7 +418,6 @@ def run_from_args(args) -> int:
     except (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, NameError) as e:
         raise UserError(f"i-PI cannot use {path}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
 
-    use_simulation_species(simulation)  # for <ffdirect><pes>ipi_mts</pes>
     ours = [p for p in plans if p.mode == "unix" and p.model is not None]
     others = [p for p in plans if p not in ours]
     if others:

@@ -12,8 +12,8 @@ i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (ide
    files (`InputDynamics.store`), only when they differ from their defaults, so i-PI's own
    modes write the same RESTART files as before;
 3. registers the PES ``ipi_mts`` for `<ffdirect>` (ipi_mts.server.pes): ipi-mts models in
-   i-PI's own process, with the species taken from the simulation (`load_simulation`,
-   `interactive_simulation` and `ipi-mts run` pass them);
+   i-PI's own process, with the species taken from the simulation (`load_simulation`, which
+   `ipi-mts run` uses, and `interactive_simulation` pass them);
 4. wraps `Dynamics.__init__`: with ``mode='mts'`` the motion gets an `MTSIntegrator`, with
    ``mode='learned_map'`` a `LearnedMapIntegrator` (both subclasses of i-PI's
    `NVTIntegrator`). The object stays a `Dynamics`, so its thermostat, barostat, ``nmts``
@@ -280,8 +280,8 @@ def interactive_simulation(xml_input, **kwargs):
 
 
 def load_simulation(xml_input, **kwargs):
-    """`ipi.engine.simulation.Simulation.load_from_xml(xml_input, **kwargs)` with mode='mts'
-    registered first."""
+    """`ipi.engine.simulation.Simulation.load_from_xml(xml_input, **kwargs)` with our modes and
+    PES registered first, and the PES given the simulation's species."""
     register()
     from ipi.engine.simulation import Simulation
 

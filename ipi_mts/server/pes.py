@@ -27,9 +27,9 @@ from ..errors import UserError
 from ..state import numbers_from_symbols, read_species
 from .evaluator import WireEvaluator
 
-PES_NAME = "ipi_mts"
 __DRIVER_NAME__ = "ipi_mts"  # i-PI's plugin declaration, literal as its scanner wants
 __DRIVER_CLASS__ = "IpiMtsDriver"
+PES_NAME = __DRIVER_NAME__  # <pes>ipi_mts</pes> once registered
 
 
 class IpiMtsDriver(Dummy_driver):
