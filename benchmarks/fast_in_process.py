@@ -29,7 +29,7 @@ from ipi_mts.server.evaluator import WireEvaluator
 
 def md_table(args, models):
     cases = [("conventional", "socket")] + [
-        (f"pair:{o}", fast) for o in args.outer.split(",") for fast in ("socket", "in-process")
+        (f"pair:{o}", fast) for o in args.outer.split(",") for fast in args.fast.split(",")
     ]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ipi-mts-fast-"))
     ms, dts = {case: [] for case in cases}, {}
@@ -75,6 +75,8 @@ def main():
     parser.add_argument("--pair", default="water-pair", help="the pair run on MTS")
     parser.add_argument("--baseline", default="water-baseline", help="the conventional model")
     parser.add_argument("--outer", default="1.5,2", help="outer steps, fs")
+    parser.add_argument("--fast", default="socket,in-process",
+                        help="where the pair's fast force runs, comma-separated: socket, in-process")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")
     parser.add_argument("--repeats", type=int, default=3, help="MD repeats (0: time the models alone only)")
     parser.add_argument("--alone", default=None, help="pairs timed alone, comma-separated (default: --pair)")
