@@ -35,7 +35,7 @@ import numpy as np
 from .analysis import rdf_difference
 from .errors import UserError
 
-TEMPLATE = """<!-- structure sha256 {structure_sha} (a reused run must have started from the same atoms) -->
+TEMPLATE = """<!-- structure sha256 {structure_sha}{weights_sha} (a reused run must have started from the same atoms with the same weights) -->
 <simulation verbosity='quiet'>
   <output prefix='run'>
     <properties stride='{pstride}' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, {temps}potential{{electronvolt}} ] </properties>
@@ -180,9 +180,25 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
-        structure_sha=hashlib.sha256(Path(structure).read_bytes()).hexdigest()[:16],
+        structure_sha=_sha(Path(structure)), weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + [m.map_model or ""]),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def weights_sha(models) -> str:
+    """', NAME sha256 HASH' for each model among `models` that is a file, shipped ones included
+    (a shipped name keeps its name when its file is replaced); nothing for reference potentials."""
+    from .potentials import MODELS_DIR
+
+    out = ""
+    for model in dict.fromkeys(models):
+        path = Path(model) if Path(model).is_file() else MODELS_DIR / f"{model}.pt"
+        out += f", {model} sha256 {_sha(path)}" if path.is_file() else ""
+    return out
 
 
 def same_input(a: str, b: str) -> bool:

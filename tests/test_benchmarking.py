@@ -55,6 +55,20 @@ def test_an_input_changes_with_the_atoms_of_its_structure(tmp_path):
     assert same_input(method_xml("reference", MODELS, start, 0.1, "nve")[0], first)
 
 
+def test_an_input_changes_with_the_weights_of_its_models(tmp_path):
+    """A model file retrained under the same name (or path) must not reuse the old runs."""
+    weights = tmp_path / "pair.pt"
+    weights.write_bytes(b"first")
+    models = MODELS | {"pair": str(weights)}
+    first = method_xml("pair:2", models, "inputs/water-64/init.xyz", 0.1, "nve")[0]
+    weights.write_bytes(b"second")
+    assert not same_input(method_xml("pair:2", models, "inputs/water-64/init.xyz", 0.1, "nve")[0], first)
+    shipped = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.1, "nve")[0]
+    assert "water-baseline sha256 " in shipped.splitlines()[0]
+    reference = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.1, "nve")[0]
+    assert reference.splitlines()[0].count("sha256") == 1  # the structure's only: no file
+
+
 def test_inputs_are_ipi_xml_with_the_right_dynamics():
     xml, dt = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l")
     root = ET.fromstring(xml)
