@@ -35,7 +35,8 @@ def md_table(args, models):
     ms, dts = {case: [] for case in cases}, {}
     for repeat in range(args.repeats):
         for method, fast in cases:
-            xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast)
+            xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
+                                          thermostat=args.thermostat)
             workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
             ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
             print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
@@ -74,7 +75,9 @@ def main():
     parser.add_argument("--structure", default="inputs/water-216/init.xyz")
     parser.add_argument("--pair", default="water-pair", help="the pair run on MTS")
     parser.add_argument("--baseline", default="water-baseline", help="the conventional model")
-    parser.add_argument("--outer", default="1.5,2", help="outer steps, fs")
+    parser.add_argument("--outer", default="1.5,2",
+                        help="outer steps in fs, comma-separated; STEP:inner for mode='mts' with the thermostat inside")
+    parser.add_argument("--thermostat", default="svr", choices=["svr", "pile_l"])
     parser.add_argument("--fast", default="socket,in-process",
                         help="where the pair's fast force runs, comma-separated: socket, in-process")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")
