@@ -208,13 +208,17 @@ def same_input(a: str, b: str) -> bool:
 
 def run_method(workdir: Path, xml: str) -> dict:
     """Run one input through `ipi-mts run` in `workdir`: its ms/step and conserved-energy
-    drift. A finished run of the same input (which holds the start structure's hash) there is
-    reused (summary.json), so an interrupted benchmark goes on where it stopped and a changed
-    analysis needs no new MD."""
+    drift. A finished run of the same input (which holds the hashes of the start structure and
+    the model files) there is reused (summary.json), so an interrupted benchmark goes on where
+    it stopped and a changed analysis needs no new MD; a finished run of another input is never
+    overwritten (UserError)."""
     summary, done = workdir / "summary.json", workdir / "input.xml"
 
-    if summary.is_file() and done.is_file() and same_input(done.read_text(), xml):
-        return json.loads(summary.read_text())
+    if summary.is_file() and done.is_file():
+        if same_input(done.read_text(), xml):
+            return json.loads(summary.read_text())
+        raise UserError(f"{workdir} holds a finished run of another input (other models, structure or "
+                        "settings): give another --workdir, or remove that folder to redo it")
     workdir.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)
     (workdir / "input.xml").write_text(xml)

@@ -373,7 +373,9 @@ def _add_bench(sub):
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
-    p.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--workdir", default=None,
+                   help="keep the runs here (default: a temporary folder); finished runs of the same "
+                        "input are reused, those of another input are an error, never overwritten")
     p.set_defaults(func=_bench)
 
 

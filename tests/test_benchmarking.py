@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipi_mts.benchmarking import method_xml, parse_method, resolved_model, same_input
+from ipi_mts.benchmarking import method_xml, parse_method, resolved_model, run_method, same_input
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -67,6 +67,17 @@ def test_an_input_changes_with_the_weights_of_its_models(tmp_path):
     assert "water-baseline sha256 " in shipped.splitlines()[0]
     reference = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.1, "nve")[0]
     assert reference.splitlines()[0].count("sha256") == 1  # the structure's only: no file
+
+
+def test_a_finished_run_of_another_input_is_reused_or_kept_never_overwritten(tmp_path):
+    xml = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.1, "nve")[0]
+    (tmp_path / "input.xml").write_text(xml)
+    (tmp_path / "summary.json").write_text('{"ms_per_step": 1.0, "drift_meV_per_atom_ps": 0.0}')
+    assert run_method(tmp_path, xml)["ms_per_step"] == 1.0  # the same input: reused, no MD
+    other = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.2, "nve")[0]
+    with pytest.raises(UserError, match="holds a finished run of another input"):
+        run_method(tmp_path, other)
+    assert (tmp_path / "input.xml").read_text() == xml and (tmp_path / "summary.json").is_file()
 
 
 def test_inputs_are_ipi_xml_with_the_right_dynamics():
