@@ -180,7 +180,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
-        structure_sha=_sha(Path(structure)), weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + [m.map_model or ""]),
+        structure_sha=_sha(Path(structure)),
+        weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + [m.map_model or ""]),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
 
