@@ -193,12 +193,12 @@ def _sha(path: Path) -> str:
 def weights_sha(models) -> str:
     """', NAME sha256 HASH' for each model among `models` that is a file, shipped ones included
     (a shipped name keeps its name when its file is replaced); nothing for reference potentials."""
-    from .potentials import MODELS_DIR
+    from .potentials import model_path
 
     out = ""
     for model in dict.fromkeys(models):
-        path = Path(model) if Path(model).is_file() else MODELS_DIR / f"{model}.pt"
-        out += f", {model} sha256 {_sha(path)}" if path.is_file() else ""
+        path = model_path(model)
+        out += f", {model} sha256 {_sha(path)}" if path is not None and path.is_file() else ""
     return out
 
 

@@ -78,18 +78,25 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
 
 
+def model_path(name) -> Path | None:
+    """The file that `name` stands for: a path (returned even when missing, for the loader to
+    report with the name), a shipped model's file `ipi_mts/models/NAME.pt`, or None."""
+    path = Path(os.path.expanduser(str(name)))
+    if path.exists() or path.suffix == ".pt" or os.sep in str(name) or "/" in str(name):
+        return path
+    shipped = MODELS_DIR / f"{name}.pt"
+    return shipped if shipped.is_file() else None
+
+
 def _model_file(name: str) -> Path:
     """The model file that `name` stands for (a path, or a shipped model's name)."""
-    path = Path(os.path.expanduser(name))
-    if path.exists() or path.suffix == ".pt" or os.sep in name or "/" in name:
-        return path  # a missing path is reported by the loader, with the name
-    shipped = MODELS_DIR / f"{name}.pt"
-    if shipped.is_file():
-        return shipped
+    path = model_path(name)
+    if path is not None:
+        return path
     if name in SHIPPED_MODELS:
         raise UserError(
-            f"shipped model {name!r} is not installed ({shipped} is missing): train it, or give "
-            "the path of a model file"
+            f"shipped model {name!r} is not installed ({MODELS_DIR / (name + '.pt')} is missing): "
+            "train it, or give the path of a model file"
         )
     known = ", ".join(sorted(REFERENCE_POTENTIALS) + shipped_models() + [ASE_PREFIX + "NAME"])
     raise UserError(
@@ -103,6 +110,7 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "load_potential",
+    "model_path",
     "shipped_models",
     "REFERENCE_POTENTIALS",
     "SHIPPED_MODELS",

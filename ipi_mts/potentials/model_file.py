@@ -460,15 +460,13 @@ def save_map(
 
 def map_file(name) -> Path:
     """The map file that `name` stands for: a path, or a shipped map NAME (ipi_mts/models/NAME.pt)."""
-    from . import MODELS_DIR
+    from . import MODELS_DIR, model_path
 
-    path = Path(os.path.expanduser(str(name)))
-    if path.exists() or path.suffix == SUFFIX or os.sep in str(name) or "/" in str(name):
-        return path
-    shipped = MODELS_DIR / f"{name}{SUFFIX}"
-    if shipped.is_file():
-        return shipped
-    raise UserError(f"unknown map {name!r}: not a file, nor a shipped map ({shipped} is missing)")
+    path = model_path(name)
+    if path is None:
+        raise UserError(f"unknown map {name!r}: not a file, nor a shipped map "
+                        f"({MODELS_DIR / (str(name) + SUFFIX)} is missing)")
+    return path
 
 
 def load_map(name, dtype: str = "float64"):
