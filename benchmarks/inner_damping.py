@@ -61,6 +61,7 @@ def main():
     parser.add_argument("--gamma-high-fs", type=float, default=0.1, help="GLE friction above the cutoff, 1/fs")
     parser.add_argument("--cutoff-cm", type=float, default=1600.0, help="GLE cutoff frequency, cm⁻¹")
     parser.add_argument("--tau-fs", type=float, default=100.0, help="PILE_L's τ: the GLE's γ_0 = 1/τ")
+    parser.add_argument("--png", default=None, help="also plot g_OH's first peak and T(H) per run here")
     args = parser.parse_args()
     root = Path(args.workdir)
     variants = args.variants.split(",")
@@ -90,6 +91,29 @@ def main():
         rdf = " / ".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in r["rdfs"])
         temps = " | ".join(f"{r[f'T_{sp}'][0]:.1f} ± {r[f'T_{sp}'][1]:.1f}" for sp in r["species"])
         print(f"| {r['method']} | {rdf} | {temps} | {r['D']:.2f} | {'yes' if r['within_error'] else 'no'} |")
+    if args.png:
+        plot(analysed, Path(args.png))
+
+
+def plot(analysed: dict, path: Path):
+    """g_OH around its first (intramolecular) peak, and each run's T(H) with its block error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    names = list(analysed)
+    for method, r in analysed.items():
+        g, near = r["rdf_OH"].mean(axis=0), (r["r"] > 0.85) & (r["r"] < 1.1)
+        ax.plot(r["r"][near], g[near], lw=2.5 if method == "reference" else 1.0, label=method)
+    ax.set_xlabel("r (Å)"), ax.set_ylabel("g_OH(r)"), ax.legend(fontsize=7)
+    temps = [analysed[m]["T_H"] for m in names]
+    bx.errorbar(range(len(names)), [t[0] for t in temps], yerr=[t[1] for t in temps], fmt="o")
+    bx.axhline(analysed["reference"]["T_H"][0], color="gray", lw=0.8)
+    bx.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7), bx.set_ylabel("T(H) K")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
