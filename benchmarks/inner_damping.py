@@ -34,7 +34,7 @@ VARIANTS = ("pile_l-baoab", "gle", "gle-baoab")
 def highpass_gle(gamma_low_fs: float, gamma_high_fs: float, cutoff_cm: float) -> np.ndarray:
     """The 2x2 GLE drift matrix A (atomic units) of the docstring: friction γ_0 = `gamma_low_fs`
     (1/fs) at low frequencies, γ_h = `gamma_high_fs` above ω_c = `cutoff_cm` (cm⁻¹)."""
-    omega_c = 2.0 * np.pi * 2.99792458e-5 * cutoff_cm  # rad/fs
+    omega_c = 2.0 * np.pi * 2.99792458e-5 * cutoff_cm  # rad/fs (c = 2.99792458e-5 cm/fs, exact)
     b = np.sqrt(omega_c * (gamma_high_fs - gamma_low_fs))
     return np.array([[gamma_high_fs, b], [b, omega_c]]) / units.FEMTOSECOND
 

@@ -181,7 +181,7 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
         structure_sha=_sha(Path(structure)),
-        weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + [m.map_model or ""]),
+        weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + ([m.map_model] if m.map_model else [])),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
 
