@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import ase.io
 import numpy as np
 
 from ipi_mts import units
 from ipi_mts.benchmarking import method_xml, run_method
+from ipi_mts.evaluation import read_trajectory
 from ipi_mts.server.evaluator import WireEvaluator
 
 
@@ -49,7 +49,7 @@ def md_table(args, models):
 
 
 def alone_table(args, models):
-    atoms = ase.io.read(args.structure)
+    atoms = read_trajectory(args.structure)[0]  # with the cell of an i-PI xyz
     cells = units.cell_to_wire(atoms.cell.array)[None]
     positions = units.positions_to_wire(atoms.positions)[None]
     evaluators = {(models["conventional"], "full"): None}

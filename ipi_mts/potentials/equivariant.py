@@ -226,11 +226,28 @@ class Interaction(torch.nn.Module):
         self.self_interaction = o3.FullyConnectedTensorProduct(self.irreps_in, irreps_species, gate_in)
         self.norm = 1.0 / math.sqrt(config.avg_num_neighbors)
         self.residual = self.irreps_in == self.irreps_out
+        # scalar features whose only path is 0e x Y_0 -> 0e (every last layer of the fast
+        # model, and any one-layer model): TP_uvu(x_j, Y; R) = c x_j R with Y_0 = 1
+        # (component normalisation), computed without the tensor-product machinery
+        (only,) = self.tp.instructions if len(self.tp.instructions) == 1 else (None,)
+        scalar = only is not None and self.irreps_in.lmax == 0 and irreps_sh[only.i_in2].ir.l == 0
+        self.scalar_path = float(only.path_weight) if scalar else None
+
+    @property
+    def uses_harmonics(self) -> bool:
+        """Whether the messages need Y(r̂) beyond Y_0 = 1."""
+        return self.scalar_path is None
+
+    def messages(self, x_neighbour, edge_sh, weights):
+        """TP_uvu(x_j, Y(r̂_ij); R(r_ij)) per edge (`edge_sh` unused on the scalar path)."""
+        if self.scalar_path is not None:
+            return x_neighbour * weights * self.scalar_path
+        return self.tp(x_neighbour, edge_sh, weights)
 
     def forward(self, h, species_onehot, edge_sh, edge_radial, centre, neighbour):
         weights = self.radial(edge_radial)
         x = self.linear_1(h)
-        messages = self.tp(x.index_select(0, neighbour), edge_sh, weights)
+        messages = self.messages(x.index_select(0, neighbour), edge_sh, weights)
         m = torch.zeros(h.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device)
         m = m.index_add(0, centre, messages) * self.norm
         out = self.gate(self.linear_2(m) + self.self_interaction(h, species_onehot))
@@ -361,9 +378,11 @@ class EquivariantPotential(EnergyModel):
             vectors, lengths = vectors.index_select(0, keep), lengths.index_select(0, keep)
         index = self._species_index(state.numbers)
         onehot = torch.nn.functional.one_hot(index, len(self.species)).to(dtype)
-        edge_sh = o3.spherical_harmonics(
-            self.irreps_sh, vectors, normalize=True, normalization="component"
-        )
+        edge_sh = None
+        if any(layer.uses_harmonics for layer in self.layers):
+            edge_sh = o3.spherical_harmonics(
+                self.irreps_sh, vectors, normalize=True, normalization="component"
+            )
         envelope = polynomial_cutoff(lengths, self.cutoff, self.config.cutoff_p)
         edge_radial = self.radial_basis(lengths) * envelope[:, None]
         h = self.embedding(onehot)

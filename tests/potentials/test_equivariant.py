@@ -77,6 +77,22 @@ def test_energy_and_forces_are_nontrivial(fast, slow):
     assert not torch.allclose(evaluate(fast, state).forces, evaluate(slow, state).forces)
 
 
+def test_scalar_layers_skip_the_tensor_product(fast, slow):
+    """A layer of scalars whose one path is 0e x Y_0 computes c x_j R without e3nn's tensor
+    product: the same energy and forces as through it, and no spherical harmonics at all."""
+    assert [layer.uses_harmonics for layer in fast.layers] == [False]
+    assert [layer.uses_harmonics for layer in slow.layers] == [True, True]
+    state, layer = box(), fast.layers[0]
+    shortcut = evaluate(fast, state)
+    path, layer.scalar_path = layer.scalar_path, None
+    try:
+        through_tp = evaluate(fast, state)
+    finally:
+        layer.scalar_path = path
+    torch.testing.assert_close(shortcut.energy, through_tp.energy, rtol=0, atol=1e-12)
+    torch.testing.assert_close(shortcut.forces, through_tp.forces, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["fast", "slow"])
 def test_forces_match_finite_differences(kind, fast, slow):
     model = {"fast": fast, "slow": slow}[kind]
