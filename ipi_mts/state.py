@@ -7,6 +7,7 @@ data keys; every field states its shape and unit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from . import units
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .neighbors import PairCache
 
 
 @dataclass
@@ -23,6 +27,8 @@ class State:
     cell: torch.Tensor  # (n_structures, 3, 3) Å, cell vectors as rows
     pbc: torch.Tensor  # (n_structures, 3) bool
     batch: torch.Tensor  # (n_atoms,) int64 index of each atom's structure
+    # neighbour pairs kept between evaluations of the same system (a force driver's), or None
+    pairs: PairCache | None = None
 
     @property
     def n_structures(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from .. import units
 from ..errors import UserError
 from ..potentials import EnergyModel, evaluate, load_potential
+from ..neighbors import PairCache
 from ..potentials.base import pick_device
 from ..state import State
 
@@ -22,7 +23,8 @@ class WireEvaluator:
 
     `numbers` are the atomic numbers of one structure (from a template or the launcher);
     when None the model's own default species for that atom count are used (q-TIP4P/F:
-    O,H,H triplets), and a model without defaults refuses.
+    O,H,H triplets), and a model without defaults refuses. Neighbour pairs are searched with a
+    skin and kept between calls (`neighbors.PairCache`): i-PI sends the same system every step.
     """
 
     def __init__(self, model: EnergyModel, numbers=None, device=None, name: str = ""):
@@ -31,6 +33,7 @@ class WireEvaluator:
         self.numbers = None if numbers is None else np.asarray(numbers, dtype=np.int64)
         self.name = name
         self._checked_natoms = None
+        self.pairs = PairCache()
         self.extras = json.dumps({}, ensure_ascii=True)
 
     @classmethod
@@ -65,6 +68,7 @@ class WireEvaluator:
         n_structures, n_atoms = positions.shape[:2]
         numbers = self._numbers_for(n_atoms)
         state = State.from_wire(cells_h, positions, numbers, device=self.device)
+        state.pairs = self.pairs
         out = evaluate(self.model, state)
         energies = units.energy_to_wire(out.energy.detach().cpu().double().numpy())
         forces = units.forces_to_wire(out.forces.detach().cpu().double().numpy())

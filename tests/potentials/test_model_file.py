@@ -1,5 +1,7 @@
 """Model files: round trips, components through `load_potential`, and rejected files."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -224,7 +226,7 @@ def test_load_to_device_keeps_outputs(files):
     on_device = load_model(files["pair"], device=device)
     assert next(on_device.parameters()).device.type == device
     s = state()
-    s = testing.State(**{k: v.to(device) for k, v in s.__dict__.items()})
+    s = replace(s, **{name: getattr(s, name).to(device) for name in ("positions", "numbers", "cell", "pbc", "batch")})
     out = evaluate(on_device, s)
     ref = evaluate(load_model(files["pair"]), state())
     assert torch.allclose(out.forces.cpu(), ref.forces, rtol=1e-4, atol=1e-5)
