@@ -2,8 +2,9 @@
 over a socket, next to the conventional model, and what each model costs alone.
 
 1. MD: the methods interleaved and repeated, since single runs on a shared machine vary by up
-   to 20 %; ms per step of every run and the median speedups over the conventional model at
-   0.5 fs (`--repeats 0` skips this part).
+   to 1.5x; ms per step of every run, the speedup over the conventional model at 0.5 fs from
+   the medians and in each repeat (the runs of one repeat are neighbours in time; `--repeats
+   0` skips this part).
 2. Alone: one evaluation (energy, forces, virial through the `WireEvaluator` that serves i-PI)
    of the structure by each component of each pair in `--alone` and by the conventional model,
    medians of five interleaved loops of `--calls` calls.
@@ -40,12 +41,16 @@ def md_table(args, models):
             workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
             ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
             print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
-    base = statistics.median(ms[cases[0]]) / dts["conventional"]
-    print("\n| method | fast force | ms per step | s per ps (median) | speedup |\n|---|---|---|---|---|")
+    conventional = [x / dts["conventional"] for x in ms[cases[0]]]
+    base = statistics.median(conventional)
+    print("\n| method | fast force | ms per step | s per ps (median) | speedup (medians) "
+          "| speedup in each repeat |\n|---|---|---|---|---|---|")
     for method, fast in cases:
-        per_fs = statistics.median(ms[(method, fast)]) / dts[method]
+        per_fs = [x / dts[method] for x in ms[(method, fast)]]
         runs = ", ".join(f"{x:.0f}" for x in ms[(method, fast)])
-        print(f"| {method} | {fast if method != 'conventional' else '–'} | {runs} | {per_fs:.0f} | {base / per_fs:.2f} |")
+        each = ", ".join(f"{c / x:.2f}" for c, x in zip(conventional, per_fs))  # runs side by side in time
+        print(f"| {method} | {fast if method != 'conventional' else '–'} | {runs} | {statistics.median(per_fs):.0f} "
+              f"| {base / statistics.median(per_fs):.2f} | {each} |")
 
 
 def alone_table(args, models):
