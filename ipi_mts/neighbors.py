@@ -49,7 +49,8 @@ class PairCache:
         old_positions, old_cell, old_pbc, old_batch, _ = entry
         if old_positions.shape != positions.shape or old_cell.shape != cell.shape:
             return False
-        if not (torch.equal(old_pbc, pbc) and torch.equal(old_batch, batch) and torch.equal(old_cell, cell.detach())):
+        same = torch.equal(old_pbc, pbc) and torch.equal(old_batch, batch)
+        if not (same and torch.equal(old_cell, cell.detach())):
             return False
         moved = torch.linalg.vector_norm(positions.detach() - old_positions, dim=-1).max()
         return bool(moved < 0.5 * self.skin)

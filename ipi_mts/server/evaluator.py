@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import units
 from ..errors import UserError
-from ..potentials import EnergyModel, evaluate, load_potential
 from ..neighbors import PairCache
+from ..potentials import EnergyModel, evaluate, load_potential
 from ..potentials.base import pick_device
 from ..state import State
 
