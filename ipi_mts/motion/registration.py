@@ -21,14 +21,16 @@ i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (ide
    code unchanged (the new settings must then be at their defaults).
 
 A RESTART with ``mode='mts'`` (or 'learned_map') needs the same registration to load: run it with
-``ipi-mts run FILE``. Plain ``i-pi`` cannot be taught a message of ours without patching
-its files; it stops while reading the input with a traceback that ends in::
+``ipi-mts run FILE``. Plain ``i-pi`` cannot be taught a message of ours without patching its
+files, but it reports the first attribute it does not know, by name. RESTART files of our modes
+therefore carry, first after i-PI's own attributes of `<dynamics>`, the attribute
+``needs_ipi-mts_run`` (`RUN_HINT_ATTR`; its value says how to run the file), and plain ``i-pi``
+stops while reading them with a traceback that ends in::
 
-    ValueError: mts is not a valid option (['nve', 'nvt', 'npt', 'nst', 'sc', 'scnpt', 'nvt-cc'])
+    NameError: Attribute name 'needs_ipi-mts_run' is not a recognized property of 'dynamics' objects
 
-(or, for ``thermostat_placement='inner'``, ``NameError: Attribute name
-'thermostat_placement' is not a recognized property of 'dynamics' objects``). RESTART files
-of mts runs carry an XML comment inside `<dynamics>` that says how to run them.
+Input files without it stop with ``ValueError: mts is not a valid option ([...])`` (or, for
+``thermostat_placement='inner'``, with that attribute's NameError).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ import threading
 MODE = "mts"
 MAP_MODE = "learned_map"
 PLACEMENTS = ("outer", "inner")
-RUN_HINT = "mode 'mts' needs ipi-mts: run it with `ipi-mts run FILE`"
+# written into RESTART files of our modes, so that plain i-pi's first error names the launcher
+RUN_HINT_ATTR = "needs_ipi-mts_run"
+RUN_HINT = "resume with: ipi-mts run FILE"
 # the settings each of our modes adds to <dynamics>, with their defaults
 MAP_SETTINGS = {"model": "", "energy_rescaling": False}
 
@@ -116,6 +120,16 @@ def _wrap_input_dynamics(InputDynamics):
         if mode not in options:
             options.append(mode)
 
+    # first of ours: i-PI reports the first attribute it does not know
+    InputDynamics.attribs[RUN_HINT_ATTR] = (
+        InputAttribute,
+        {
+            "dtype": str,
+            "default": "",
+            "help": "Written into RESTART files of mode='mts' and 'learned_map', and ignored on "
+            "reading: plain i-pi stops on it with an error that names `ipi-mts run`.",
+        },
+    )
     InputDynamics.attribs["thermostat_placement"] = (
         InputAttribute,
         {
@@ -156,13 +170,14 @@ def _wrap_input_dynamics(InputDynamics):
         # InputDrivenDynamics inherits store/fetch but has neither setting
         return "thermostat_placement" in self.__dict__ and "mts_guard" in self.__dict__
 
-    orig_store, orig_fetch, orig_write = InputDynamics.store, InputDynamics.fetch, InputDynamics.write
+    orig_store, orig_fetch = InputDynamics.store, InputDynamics.fetch
 
     @functools.wraps(orig_store)
     def store(self, dyn):
         orig_store(self, dyn)
         if dyn == {} or not ours(self):
             return
+        self.__dict__[RUN_HINT_ATTR].store(RUN_HINT if dyn.enstype in (MODE, MAP_MODE) else "")
         self.thermostat_placement.store(getattr(dyn, "thermostat_placement", "outer"))
         for key, default in MAP_SETTINGS.items():
             getattr(self, key).store(getattr(dyn, key, default))
@@ -178,14 +193,7 @@ def _wrap_input_dynamics(InputDynamics):
             rv.update({key: getattr(self, key).fetch() for key in MAP_SETTINGS})
         return rv
 
-    @functools.wraps(orig_write)
-    def write(self, name="", indent="", text="\n"):
-        if ours(self) and self.mode.value in (MODE, MAP_MODE) and text == "\n":
-            hint = RUN_HINT.replace(f"'{MODE}'", f"'{self.mode.value}'")
-            text = "\n" + indent + "   <!-- " + hint + " -->\n"
-        return orig_write(self, name=name, indent=indent, text=text)
-
-    for f, w in (("store", store), ("fetch", fetch), ("write", write)):
+    for f, w in (("store", store), ("fetch", fetch)):
         w.__ipi_mts_original__ = getattr(InputDynamics, f)
         setattr(InputDynamics, f, w)
 

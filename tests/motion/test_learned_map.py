@@ -221,7 +221,7 @@ def test_restart_continues_the_map_run(start, tmp_path):
     chk = (folder / "sim.chk_1").read_text()  # chk_0 is the start
     assert re.search(r"<dynamics[^>]*mode='learned_map'", chk) and re.search(r"<step>\s*10\s*</step>", chk)
     assert "model='map.pt'" in chk and re.search(r"energy_rescaling='\s*True'", chk)
-    assert "mode 'learned_map' needs ipi-mts" in chk
+    assert f"{motion.RUN_HINT_ATTR}='{motion.RUN_HINT}'" in chk  # what plain i-pi stops on
     resumed = workdir(start, tmp_path, "resumed")
     q_res, p_res, _, sim = run(chk, resumed)
     assert sim.step == 14

@@ -51,6 +51,13 @@ def test_register_is_idempotent_and_extends_the_input():
     assert mts_motion.is_registered()
 
 
+def _plain_ipi(workdir: Path, xml_file: str) -> subprocess.CompletedProcess:
+    i_pi = Path(h.PYTHON).parent / "i-pi"
+    return subprocess.run(
+        [h.PYTHON, str(i_pi), xml_file], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
+
+
 @pytest.mark.parametrize(
     "placement,message",
     [
@@ -63,13 +70,35 @@ def test_plain_ipi_refuses_mts_inputs(tmp_path, placement, message):
     (documented in ipi_mts/motion/registration.py), and exit status 1."""
     h.write_xyz(tmp_path / "init.xyz")
     (tmp_path / "input.xml").write_text(h.simulation_xml(steps=2, placement=placement, thermostat="svr"))
-    i_pi = Path(h.PYTHON).parent / "i-pi"
-    r = subprocess.run(
-        [h.PYTHON, str(i_pi), "input.xml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    r = _plain_ipi(tmp_path, "input.xml")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "sim.out").exists()
+
+
+@pytest.mark.parametrize("placement", [None, "inner"])
+def test_plain_ipi_refuses_mts_restarts_naming_the_launcher(tmp_path, placement):
+    """A RESTART of an mts run makes plain `i-pi` stop with an error naming `ipi-mts run`
+    (whatever else the file holds), and the same file still loads with the registration."""
+    xml = h.simulation_xml(steps=2, placement=placement, thermostat="svr")
+    q, p, e, sim = h.run_inprocess(xml, tmp_path)
+    sim.chk.store()
+    restart = sim.chk.status.write(name="simulation")
+    assert f"{mts_motion.RUN_HINT_ATTR}='{mts_motion.RUN_HINT}'" in restart
+    (tmp_path / "RESTART").write_text(restart)
+    r = _plain_ipi(tmp_path, "RESTART")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "NameError: Attribute name 'needs_ipi-mts_run' is not a recognized property of 'dynamics' objects"
+    )
+    from ipi.engine.simulation import Simulation
+    from ipi.utils.softexit import softexit
+
+    softexit.reset()
+    with h.chdir(tmp_path):
+        again = Simulation.load_from_xml(restart, custom_verbosity="quiet", read_only=True)
+    softexit.reset()
+    assert type(again.syslist[0].motion.integrator).__name__ == "MTSIntegrator"
 
 
 def test_ipi_modes_unchanged_by_registration(tmp_path):
@@ -100,6 +129,7 @@ def test_ipi_modes_unchanged_by_registration(tmp_path):
     assert (tmp_path / "plain" / "sim.out").read_text() == (tmp_path / "registered" / "sim.out").read_text()
     assert restart == (tmp_path / "plain" / "restart.txt").read_text()
     assert "thermostat_placement" not in restart and "mts_guard" not in restart
+    assert mts_motion.RUN_HINT_ATTR not in restart
 
 
 def test_placement_and_guard_are_written_back_to_restart(tmp_path):
@@ -110,7 +140,7 @@ def test_placement_and_guard_are_written_back_to_restart(tmp_path):
     text = sim.chk.status.write(name="simulation")
     assert re.search(r"<dynamics[^>]*mode='mts'", text)
     assert "thermostat_placement='inner'" in text
-    assert "ipi-mts run" in text  # the comment for users of plain i-PI
+    assert mts_motion.RUN_HINT_ATTR in text  # what plain i-pi stops on
     stride = re.search(r"<stride>\s*(\d+)\s*</stride>", text)
     assert stride is not None and stride.group(1) == "5"
     # and it loads back with the same settings
