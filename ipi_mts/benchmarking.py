@@ -96,7 +96,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     (one model at the inner step), 'pair:Δt[:inner]' / 'split:Δt[:inner]' (the learned pair's
     fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with outer step
     Δt fs), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
-    reference) or 'map:MODEL' (a learned map at its stride; its anchor must be the reference)."""
+    reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
+    'direct:MODEL' (that map's direct predictor alone, no solve)."""
     kind, _, rest = method.partition(":")
     if kind in ("reference", "conventional"):
         return Method(inner_fs, None, [("model", models[kind], "full", None)])
@@ -105,8 +106,9 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
         return Method(float(rest), None, reference, placement="outer")
     if kind == "midpoint":
         return Method(float(rest), None, reference, map_model=f"midpoint:{models['reference']}")
-    if kind == "map":
-        return Method(map_stride_fs(rest), None, reference, map_model=resolved_model(rest))
+    if kind in ("map", "direct"):
+        model = resolved_model(rest)
+        return Method(map_stride_fs(rest), None, reference, map_model=model if kind == "map" else f"direct:{model}")
     outer_text, _, placement = rest.partition(":")
     outer = float(outer_text)
     n_inner = outer / inner_fs
@@ -181,7 +183,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
         structure_sha=_sha(Path(structure)),
-        weights_sha=weights_sha([model for _, model, _, _ in m.ffs] + ([m.map_model] if m.map_model else [])),
+        weights_sha=weights_sha([model for _, model, _, _ in m.ffs]
+                                + ([m.map_model.removeprefix("direct:")] if m.map_model else [])),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
 
@@ -424,19 +427,27 @@ MAP_SYSTEMS = {
 }
 
 
+def _has_learned_predictor(model: str) -> bool:
+    from .maps import LearnedPredictor
+    from .potentials.model_file import load_map
+
+    return isinstance(load_map(model).predictor, LearnedPredictor)
+
+
 def bench_maps(system="aluminium", maps=None, out=None, **kw):
     """Learned maps (mode='learned_map') against velocity Verlet of their anchor at the fine
-    step (the reference, also the speed baseline) and at each map's stride (which is also the
-    direct predictor alone: one Verlet step of the anchor), and against the implicit
-    midpoint map S = τH (the map without its learned correction), at the system's target
-    strides and the maps'. NVT with SVR at 300 K."""
+    step (the reference, also the speed baseline) and at each map's stride (the direct
+    predictor of a map without a learned one), against the learned direct predictor alone
+    (model='direct:MAP', for maps that have one), and against the implicit midpoint map
+    S = τH (the map without its learned correction), at the system's target strides and the
+    maps'. NVT with SVR at 300 K."""
     if system not in MAP_SYSTEMS:
         raise UserError(f"unknown map benchmark system {system!r}: {', '.join(MAP_SYSTEMS)}")
     spec = MAP_SYSTEMS[system]
     maps = list(spec["maps"] if maps is None else maps)
     strides = sorted(set(spec["strides"]) | {map_stride_fs(m) for m in maps})
     methods = (["reference", "reference@8"] + [f"vv:{t:g}" for t in strides] + [f"midpoint:{t:g}" for t in strides]
-               + [f"map:{m}" for m in maps])
+               + [f"direct:{m}" for m in maps if _has_learned_predictor(m)] + [f"map:{m}" for m in maps])
     structure = Path(__file__).resolve().parents[1] / "inputs" / spec["structure"]
     rows, results, failures = compare(methods, {"reference": spec["reference"]}, "reference", structure=structure,
                                       inner_fs=spec["fine_fs"], frame_fs=spec["frame_fs"],

@@ -1,16 +1,17 @@
 """Long-time-step maps from learned midpoint generating functions (arXiv 2508.01068).
 
 `generating` (S and its gradients), `solver` (the implicit solve, `MidpointMap.step`),
-`direct` (the explicit predictor and fallback), `system` (masses, species, cell in i-PI units).
+`direct` (the explicit predictors and the fallback), `system` (masses, species, cell in i-PI units).
 """
 
-from .direct import VerletPredictor, velocity_verlet
+from .direct import LearnedPredictor, VerletPredictor, velocity_verlet
 from .generating import GeneratingFunction, MomentumCorrection, harmonic_action_factor
 from .solver import MidpointMap, SolveInfo, fixed_point
 from .system import System
 
 __all__ = [
     "GeneratingFunction",
+    "LearnedPredictor",
     "MidpointMap",
     "MomentumCorrection",
     "SolveInfo",

@@ -1,4 +1,4 @@
-"""The direct predictor: a cheap guess of (q', p') after a stride τ, explicitly.
+"""Direct predictors: a cheap explicit guess of (q', p') after a stride τ.
 
 Velocity Verlet with k sub-steps of h = τ/k and forces F = −∂V/∂q of a (cheap) potential:
 
@@ -6,9 +6,19 @@ Velocity Verlet with k sub-steps of h = τ/k and forces F = −∂V/∂q of a (c
 
 It is the default initial guess of the implicit solver (k = 1, the anchor potential V of
 the generating function), and, with the anchor potential and k = `fallback_substeps`, the
-documented fallback when the solver does not converge. Nothing is learned here: a learned
-direct predictor (FlashMD-like) would be a drop-in replacement with the same call.
-All arrays float64 in i-PI atomic units (bohr, a.u. momenta and masses, a.u. time).
+documented fallback when the solver does not converge.
+
+The learned direct predictor (FlashMD-like; Bigi, Spies, Ceriotti, arXiv 2508.01068) corrects
+that Verlet step with the gradients of a learned scalar g_θ(q, p) at the start of the stride:
+
+    (q', p') = Φ^VV_τ(q, p) + τ (∂g_θ/∂p, −∂g_θ/∂q)
+
+g_θ is a `generating.MomentumCorrection` network (E(3)-invariant, exactly even in p), so the
+correction is exactly equivariant, and to leading order it has the parity of Verlet's own error
+(odd in p for q', even for p'). It is explicit, neither symplectic nor time-reversible: a guess
+for the solver, or, alone (`model='direct:MAP'`), the kind of direct prediction the learned
+maps are compared with. All arrays float64 in i-PI atomic units (bohr, a.u. momenta and
+masses, a.u. time).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..potentials.base import EnergyModel
+from .generating import MomentumCorrection, network_gradients
 from .system import System
 
 
@@ -48,3 +59,17 @@ class VerletPredictor:
         return velocity_verlet(
             q, p, system.masses, tau, lambda x: system.forces(self.potential, x), self.substeps
         )
+
+
+class LearnedPredictor(VerletPredictor):
+    """(q', p') ≈ Φ^VV_τ(q, p) + τ (∂g_θ/∂p, −∂g_θ/∂q) at (q, p) (module docstring), with
+    `network` g_θ and k = `substeps` Verlet sub-steps of `potential`."""
+
+    def __init__(self, potential: EnergyModel, network: MomentumCorrection, substeps: int = 1):
+        super().__init__(potential, substeps)
+        self.network = network
+
+    def __call__(self, q: torch.Tensor, p: torch.Tensor, system: System, tau: float):
+        q1, p1 = super().__call__(q, p, system, tau)
+        gq, gp = network_gradients(self.network, q[None], p[None], [system])
+        return q1 + tau * gp[0], p1 - tau * gq[0]

@@ -174,12 +174,31 @@ class GeneratingFunction(torch.nn.Module):
         dq = -system.forces(self.potential, qbar)
         dp = pbar / system.masses[:, None]
         if self.correction is not None:
-            with torch.enable_grad():
-                q = qbar.detach().requires_grad_(True)
-                p = pbar.detach().requires_grad_(True)
-                gq, gp = torch.autograd.grad(self._correction(q, p, system), (q, p))
-            dq, dp = dq + gq, dp + gp
+            gq, gp = network_gradients(self.correction, qbar[None], pbar[None], [system])
+            dq, dp = dq + gq[0], dp + gp[0]
         return self.tau * dq, self.tau * dp
+
+
+def network_gradients(network: MomentumCorrection, q, p, systems, create_graph=False):
+    """(∂h/∂q Ha/bohr, ∂h/∂p bohr/a.u. time), each (B, n, 3), of h = `network`'s H_θ (Hartree)
+    for B structures at once, q (B, n, 3) bohr and p (B, n, 3) a.u. (one State of B
+    structures: h summed over them has the per-structure gradients). Detached unless
+    `create_graph` (training)."""
+    b, n = q.shape[:2]
+    with torch.enable_grad():
+        q = q.detach().requires_grad_(True)
+        p = p.detach().requires_grad_(True)
+        masses = torch.cat([s.masses for s in systems])
+        state = State(
+            positions=units.positions_from_wire(q.reshape(-1, 3)),
+            numbers=torch.cat([s.numbers for s in systems]),
+            cell=torch.cat([s.cell for s in systems]),
+            pbc=torch.cat([s.pbc for s in systems]),
+            batch=torch.arange(b).repeat_interleave(n),
+        )
+        u = network.momentum_features(p.reshape(-1, 3), masses)
+        h = units.energy_to_wire(network.energy_pm(state, u).sum())
+        return torch.autograd.grad(h, (q, p), create_graph=create_graph)
 
 
 def harmonic_action_factor(omega_tau: float) -> float:
@@ -195,4 +214,4 @@ def harmonic_action_factor(omega_tau: float) -> float:
     return 1.0 if x == 0.0 else math.tan(x) / x
 
 
-__all__ = ["GeneratingFunction", "MomentumCorrection", "harmonic_action_factor", "KINETIC_SCALE_EV"]
+__all__ = ["GeneratingFunction", "MomentumCorrection", "harmonic_action_factor", "network_gradients", "KINETIC_SCALE_EV"]

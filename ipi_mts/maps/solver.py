@@ -17,9 +17,11 @@ max|r_k| ≤ tol (bohr), and reports non-convergence after `max_iter` evaluation
 non-finite residual: never silently.
 
 `MidpointMap.step` starts from the direct predictor's guess (one velocity-Verlet step of V
-by default) and, if the solve does not converge, falls back to `fallback_substeps`
-velocity-Verlet sub-steps of τ/k with the anchor potential V alone (symplectic and
-reversible too, but without the learned correction), and counts it.
+by default, or a map file's learned predictor, `direct.LearnedPredictor`) and, if the solve
+does not converge, falls back to `fallback_substeps` velocity-Verlet sub-steps of τ/k with the
+anchor potential V alone (symplectic and reversible too, but without the learned correction),
+and counts it. With `solve=False` it returns the direct prediction itself (no solve: neither
+symplectic nor reversible; the yardstick the maps are compared with).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class MidpointMap:
     q, p (n, 3) bohr and a.u. momenta (numpy or torch), masses (n,) electron masses, cell
     i-PI's h (3, 3) bohr with vectors as columns (zeros: no periodicity), numbers (n,) atomic
     numbers. Returns numpy (n, 3) arrays and info = {"converged", "iterations", "residual",
-    "fallback"}. `steps` and `fallbacks` count calls and fallbacks.
+    "fallback"}. `steps` and `fallbacks` count calls and fallbacks. `solve=False`: the direct
+    prediction alone (module docstring).
     """
 
     def __init__(
@@ -99,8 +102,10 @@ class MidpointMap:
         max_iter: int = SOLVER_DEFAULTS["max_iter"],
         memory: int = SOLVER_DEFAULTS["memory"],
         fallback_substeps: int = SOLVER_DEFAULTS["fallback_substeps"],
+        solve: bool = True,
     ):
         self.generating = generating
+        self.solve = bool(solve)
         self.predictor = predictor if predictor is not None else VerletPredictor(generating.potential)
         self.tol, self.max_iter, self.memory = float(tol), int(max_iter), int(memory)
         self.fallback_substeps = int(fallback_substeps)
@@ -141,7 +146,11 @@ class MidpointMap:
         """`step` on float64 tensors and a prepared System; returns tensors."""
         tau = self.tau
         g, pack, unpack = self.equations(q, p, system)
-        x0 = pack(*self.predictor(q, p, system, tau)).detach()
+        guess = tuple(x.detach() for x in self.predictor(q, p, system, tau))
+        if not self.solve:
+            self.steps += 1
+            return *guess, {"converged": True, "iterations": 0, "residual": math.nan, "fallback": False}
+        x0 = pack(*guess)
         x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory)
         self.steps += 1
         info = {"converged": solve.converged, "iterations": solve.iterations, "residual": solve.residual}

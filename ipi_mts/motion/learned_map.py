@@ -17,6 +17,7 @@ from ..errors import UserError
 from .monitor import GuardSettings, Monitor
 
 MIDPOINT_PREFIX = "midpoint:"  # model='midpoint:POTENTIAL': the implicit midpoint rule of POTENTIAL
+DIRECT_PREFIX = "direct:"  # model='direct:MAP': MAP's direct predictor alone, no solve
 STRIDE_RTOL = 1e-9  # i-PI's <timestep> against the map's stride
 MASS_RTOL = 1e-6  # i-PI's masses against the map file's
 ANCHOR_TOL = 1e-6  # Hartree per atom: i-PI's potential against the map's anchor V
@@ -29,13 +30,19 @@ PIMD_REASON = (
 
 
 def load(model: str, timestep_fs: float):
-    """The MidpointMap that `model` names: a map file or shipped map (`load_map`), or
+    """The MidpointMap that `model` names: a map file or shipped map (`load_map`);
+    'direct:MAP', that map's direct predictor alone (its learned predictor, or one Verlet step
+    of its anchor; explicit, not symplectic: the yardstick of the benchmarks); or
     'midpoint:POTENTIAL', the implicit midpoint rule of a reference potential (no learned
     correction; valid for any stride and masses, so it takes i-PI's `timestep_fs`)."""
     from ..maps import GeneratingFunction, MidpointMap
     from ..potentials import load_potential
     from ..potentials.model_file import load_map
 
+    if model.startswith(DIRECT_PREFIX):
+        direct = load_map(model[len(DIRECT_PREFIX) :])
+        direct.solve = False
+        return direct
     if not model.startswith(MIDPOINT_PREFIX):
         return load_map(model)
     anchor = model[len(MIDPOINT_PREFIX) :]
@@ -111,7 +118,9 @@ class LearnedMapIntegrator(NVTIntegrator):
         if beads.nbeads > 1:
             raise ValueError(f"{mode} refuses path integrals (nbeads={beads.nbeads}): {PIMD_REASON}")
         if not self.model:
-            raise ValueError(f"{mode} needs the map: model='FILE', a shipped map's name, or 'midpoint:POTENTIAL'")
+            raise ValueError(
+                f"{mode} needs the map: model='FILE', a shipped map's name, 'direct:MAP' or 'midpoint:POTENTIAL'"
+            )
         self.thermostatted = type(self.thermostat) is not Thermostat
         if self.thermostatted and self.ensemble.temp < 0:
             raise ValueError(f"{mode} with a thermostat needs a positive <ensemble><temperature>")

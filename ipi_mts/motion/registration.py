@@ -147,8 +147,9 @@ def _wrap_input_dynamics(InputDynamics):
             "dtype": str,
             "default": MAP_SETTINGS["model"],
             "help": "mode='learned_map' only: the map, a map file (ipi_mts.potentials.model_file) "
-            "or the name of a shipped map, or 'midpoint:POTENTIAL' (the implicit midpoint rule "
-            "of a reference potential, with this <timestep>).",
+            "or the name of a shipped map; 'direct:MAP', that map's direct predictor alone (no "
+            "solve: explicit, not symplectic); or 'midpoint:POTENTIAL' (the implicit midpoint "
+            "rule of a reference potential, with this <timestep>).",
         },
     )
     InputDynamics.attribs["energy_rescaling"] = (

@@ -34,9 +34,12 @@ A map file (kind "map", `save_map` / `load_map`) holds a long-time-step map of
                 | {"embedded": "anchor"},      #    or a learned model, components["anchor"]
         "kinetic_scale_eV": 0.025852 | None,   # E₀ of H_θ's momentum features (None: no H_θ)
         "solver": {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4},
+        "predictor": {"substeps": 1},          # only with a "predictor" component
       },
       "components": {"correction": {"architecture": "momentum-correction", ...}}  # or {}:
                                                # the pure implicit-midpoint map of V
+                  # optional: "predictor" (momentum-correction), the g_θ of a learned direct
+                  # predictor (maps/direct.py), the solver's initial guess
 
 `load_model` / `load_map` check all of it (format, version, kind, units, components, config,
 that the weights match the shapes the config implies and are finite) and turn any problem
@@ -64,7 +67,7 @@ VERSION = 1
 SUFFIX = ".pt"
 UNITS = {"energy": "eV", "length": "Å"}
 KINDS = {"single": ("full",), "pair": ("fast", "slow"), "map": ()}  # required components
-MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant"}  # optional
+MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant", "predictor": "momentum-correction"}  # optional
 SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int}
 # architecture name -> (module class, config class with to_dict/from_dict)
 ARCHITECTURES = {"equivariant": (EquivariantPotential, EquivariantConfig)}
@@ -287,6 +290,13 @@ def _check_map(content: dict) -> None:
         raise _Bad("kinetic_scale_eV must be given exactly when the map has a correction")
     if scale is not None and not (isinstance(scale, float | int) and math.isfinite(scale) and scale > 0):
         raise _Bad(f"kinetic_scale_eV {scale!r} is not a positive energy (eV)")
+    predictor = section.get("predictor")
+    if ("predictor" in content["components"]) != (predictor is not None):
+        raise _Bad("the map section's 'predictor' settings must be given exactly when the map has a predictor")
+    if predictor is not None:
+        substeps = _need(predictor, "substeps", int, " in the map's predictor")
+        if isinstance(substeps, bool) or substeps < 1:
+            raise _Bad(f"predictor substeps {substeps!r} must be >= 1")
     solver = _need(section, "solver", dict, " in 'map'")
     if set(solver) != set(SOLVER):
         raise _Bad(f"solver settings must be {sorted(SOLVER)}, found {sorted(solver)}")
@@ -408,19 +418,26 @@ def save_map(
     masses=None,
     metadata: dict | None = None,
 ) -> Path:
-    """Write a `maps.MidpointMap` to `path`, atomically: its stride, solver settings and
-    correction H_θ (or none), and its anchor potential V, which is either a reference
+    """Write a `maps.MidpointMap` to `path`, atomically: its stride, solver settings,
+    correction H_θ (or none), learned predictor (if it has a `maps.LearnedPredictor`; its
+    Verlet part uses the anchor), and its anchor potential V, which is either a reference
     potential named by `anchor` (with `anchor_params`; e.g. "qtip4pf", "ase:EMT") or, with
     `anchor=None`, the map's own learned potential, embedded. `species` (atomic numbers)
     default to the learned parts'; `masses` (amu, {Z: m} or a sequence) to i-PI's."""
+    from ..maps import LearnedPredictor
     from . import ASE_PREFIX, REFERENCE_POTENTIALS
 
     path = Path(path)
     generating = midpoint_map.generating
     correction, potential = generating.correction, generating.potential
+    predictor = midpoint_map.predictor if isinstance(midpoint_map.predictor, LearnedPredictor) else None
+    if predictor is not None and predictor.potential is not potential:
+        raise UserError("the learned predictor's Verlet step must use the map's anchor potential")
+    network = None if predictor is None else predictor.network
     components = {}
-    if correction is not None:
-        components["correction"] = _component_entry(correction, _architectures())
+    for name, m in (("correction", correction), ("predictor", network)):
+        if m is not None:
+            components[name] = _component_entry(m, _architectures())
     if anchor is None:
         if getattr(potential, "architecture", None) not in ARCHITECTURES:
             raise UserError(
@@ -436,7 +453,7 @@ def save_map(
             f"anchor {anchor!r} is not a reference potential ({', '.join(REFERENCE_POTENTIALS)}, "
             f"{ASE_PREFIX}NAME): a learned anchor is embedded (anchor=None)"
         )
-    learned = [m for m in (correction, None if anchor else potential) if m is not None]
+    learned = [m for m in (correction, network, None if anchor else potential) if m is not None]
     if species is None:
         if not learned:
             raise UserError("give the species of a map without learned parts (species=[1, 8], ...)")
@@ -451,8 +468,11 @@ def save_map(
         "kinetic_scale_eV": None if correction is None else float(correction.kinetic_scale),
         "solver": {key: kind(getattr(midpoint_map, key)) for key, kind in SOLVER.items()},
     }
+    if predictor is not None:
+        section["predictor"] = {"substeps": int(predictor.substeps)}
     cutoffs = {name: float(_actual_config(m).cutoff) for name, m in
-               (("correction", correction), ("anchor", None if anchor else potential)) if m is not None}
+               (("correction", correction), ("predictor", network), ("anchor", None if anchor else potential))
+               if m is not None}
     masses = _masses_list(ipi_masses(species) if masses is None else masses, species)
     atomic_save(_content("map", species, cutoffs, masses, metadata, components, map=section), path)
     return path
@@ -474,7 +494,7 @@ def load_map(name, dtype: str = "float64"):
     parts in `dtype` (float64 by default: the implicit solve wants it). Attached attributes:
     `species` (atomic numbers), `masses` ({Z: amu}), `metadata`, `model_file`, `anchor`
     (the reference name, or "embedded")."""
-    from ..maps import GeneratingFunction, MidpointMap
+    from ..maps import GeneratingFunction, LearnedPredictor, MidpointMap
     from . import load_potential
 
     path = map_file(name)
@@ -503,7 +523,10 @@ def load_map(name, dtype: str = "float64"):
     generating = GeneratingFunction(potential.eval(), section["stride_fs"], correction)
     if correction is not None:
         correction.eval()
-    midpoint_map = MidpointMap(generating, **section["solver"])
+    predictor = None
+    if "predictor" in built:
+        predictor = LearnedPredictor(generating.potential, built["predictor"].eval(), section["predictor"]["substeps"])
+    midpoint_map = MidpointMap(generating, predictor, **section["solver"])
     midpoint_map.species = list(species)
     midpoint_map.masses = dict(zip(species, (float(m) for m in content["masses"])))
     midpoint_map.metadata = content["metadata"]

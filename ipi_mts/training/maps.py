@@ -24,6 +24,14 @@ bounds the map error to first order, δx ≈ (1 − ½ΩA)⁻¹ r (A = ∇²S, t
 Jacobian of maps/generating.py), and the two vanish together. The map error itself is
 measured at the end on a few held-out pairs (`check_map_pairs`), solved by `MidpointMap`.
 
+Optionally (`predictor:` with a budget), a learned direct predictor is trained next on the same
+pairs (maps/direct.py): (q', p') ≈ Φ^VV_τ(q, p) + τ (∂g_θ/∂p, −∂g_θ/∂q) at the start (q, p), with
+the loss Σ_i m_i |δq_i|² + (τ²/m_i) |δp_i|² of its error, relative to the same for Verlet alone
+(1 at the start, g_θ = 0). It is stored in the map file as the solver's initial guess, and its
+effect on the solver's iterations is measured on the held-out pairs. That stage is not
+checkpointed (minutes, not hours): `--resume` of a finished run with a `predictor:` section
+added trains it, and redoes it if it was interrupted.
+
 Pairs are split by NVE segment (never frames of one segment in two splits): segments in start
 order, temperatures interleaved, the last ones are validation and test. Adam, the shared
 cosine/plateau schedule (`cotrain.Schedule`), a budget in epochs, steps or minutes,
@@ -56,6 +64,12 @@ model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # EquivariantCon
 train: {epochs: 10, steps: null, minutes: null, lr: 0.005}      # the first budget reached ends it
 schedule: {kind: cosine, min_lr_factor: 0.01, warmup_steps: 0, patience: 2, factor: 0.5}
 solver: {tol: 1.0e-9, max_iter: 100, memory: 20, fallback_substeps: 4}   # stored in the map file
+predictor:               # the learned direct predictor: trained only when given a budget
+  model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # g_θ's EquivariantConfig fields
+  substeps: 1            # Verlet sub-steps of the anchor that g_θ corrects
+  steps: null            # budget: optimizer steps and/or minutes (both null: no predictor)
+  minutes: null
+  lr: 0.005              # cosine to 1 % over the budget; batch_size as above
 ```
 """
 
@@ -73,10 +87,12 @@ import torch
 
 from .. import units
 from ..errors import UserError
+from ..maps.generating import network_gradients
 from ..maps.solver import SOLVER_DEFAULTS
 from .config import ScheduleConfig, StageConfig, _build, check_run_keys
 
-RESUMABLE = {"device", "threads", "checkpoint_every", "eval_batch_size", "output", "check_map_pairs", "solver"}  # solver: only the final check and the map file use it
+# solver: only the final check and the map file use it; predictor: trained after the checkpointed stage
+RESUMABLE = {"device", "threads", "checkpoint_every", "eval_batch_size", "output", "check_map_pairs", "solver", "predictor"}
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -99,6 +115,37 @@ class MapDataConfig:
 
 
 @dataclass
+class PredictorConfig:
+    model: dict = field(default_factory=lambda: {"cutoff": 3.0, "num_features": 8, "lmax": 1, "num_layers": 2})
+    substeps: int = 1
+    steps: int | None = None
+    minutes: float | None = None
+    lr: float = 0.005
+
+    @property
+    def enabled(self) -> bool:
+        return self.steps is not None or self.minutes is not None
+
+    def check(self, where):
+        StageConfig(steps=self.steps, minutes=self.minutes, lr=self.lr).check(where, need_budget=False)
+        if self.substeps < 1:
+            raise UserError(f"{where}.substeps: must be >= 1")
+        _check_model(self.model, f"{where}.model")
+
+
+def _check_model(values: dict, where: str) -> None:
+    from ..potentials.equivariant import EquivariantConfig
+
+    values = dict(values)
+    if "dtype" in values:
+        raise UserError(f"{where}.dtype: set dtype once, at the top level")
+    try:
+        EquivariantConfig.from_dict(values | {"species": values.get("species", (1,))})
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+@dataclass
 class MapTrainConfig:
     data: MapDataConfig = field(default_factory=MapDataConfig)
     output: str = "runs/train-map"
@@ -118,10 +165,9 @@ class MapTrainConfig:
     train: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=0.005))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     solver: dict = field(default_factory=lambda: dict(SOLVER_DEFAULTS))
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
 
     def check(self):
-        from ..potentials.equivariant import EquivariantConfig
-
         if not (self.stride_fs > 0 and math.isfinite(self.stride_fs)):
             raise UserError("stride_fs: give the map's stride τ in fs (a positive multiple of the data's frame spacing)")
         check_run_keys(self)
@@ -133,13 +179,8 @@ class MapTrainConfig:
         if unknown:
             raise UserError(f"solver: unknown keys {', '.join(unknown)} (known: {', '.join(SOLVER_DEFAULTS)})")
         self.solver = SOLVER_DEFAULTS | self.solver
-        values = dict(self.model)
-        if "dtype" in values:
-            raise UserError("model.dtype: set dtype once, at the top level")
-        try:
-            EquivariantConfig.from_dict(values | {"species": values.get("species", (1,))})
-        except UserError as e:
-            raise UserError(f"model: {e}") from None
+        _check_model(self.model, "model")
+        self.predictor.check("predictor")
         self.data.check("data")
         self.train.check("train")
         self.schedule.check("schedule")
@@ -233,28 +274,6 @@ def make_pairs(segments, stride_fs, potential, pair_every=1, max_pairs=None, qui
 
 
 # --- the loss ---------------------------------------------------------------------------------
-def correction_gradients(correction, qbar, pbar, systems, create_graph=False):
-    """(∂H_θ/∂q̄ Ha/bohr, ∂H_θ/∂p̄ bohr/a.u. time), each (B, n, 3), for B structures at once
-    (one State of B structures: H_θ summed over them has the per-structure gradients)."""
-    from ..state import State
-
-    b, n = qbar.shape[:2]
-    q = qbar.detach().requires_grad_(True)
-    p = pbar.detach().requires_grad_(True)
-    masses = torch.cat([s.masses for s in systems])
-    state = State(
-        positions=units.positions_from_wire(q.reshape(-1, 3)),
-        numbers=torch.cat([s.numbers for s in systems]),
-        cell=torch.cat([s.cell for s in systems]),
-        pbc=torch.cat([s.pbc for s in systems]),
-        batch=torch.arange(b).repeat_interleave(n),
-    )
-    u = correction.momentum_features(p.reshape(-1, 3), masses)
-    h = units.energy_to_wire(correction.energy_pm(state, u).sum())
-    gq, gp = torch.autograd.grad(h, (q, p), create_graph=create_graph)
-    return gq, gp
-
-
 def residual_terms(pairs: PairSet, index, correction, tau, create_graph=False):
     """Per pair Σ_i m|r_q|² + (τ²/m)|r_p|² for the pairs `index`: (model, anchor) (B,) each."""
     sel = torch.as_tensor(index)
@@ -269,7 +288,7 @@ def residual_terms(pairs: PairSet, index, correction, tau, create_graph=False):
         return anchor, anchor
     qbar = 0.5 * (pairs.q[sel] + pairs.q_next[sel])
     pbar = 0.5 * (pairs.p[sel] + pairs.p_next[sel])
-    gq, gp = correction_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
+    gq, gp = network_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
     return weigh(r_q - tau * gp, r_p + tau * gq), anchor
 
 
@@ -299,6 +318,52 @@ def map_error(pairs: PairSet, midpoint_map, n: int) -> dict:
         iterations += info["iterations"]
         fallbacks += int(info["fallback"])
     return {"error": total, "iterations": iterations, "fallbacks": fallbacks}
+
+
+def verlet_errors(pairs: PairSet, predictor, tau, quiet=True, desc="Verlet steps"):
+    """(δq, δp) = (q', p') − Φ^VV_τ(q, p) of every pair, (n_pairs, n, 3) each: what the
+    learned predictor's g_θ must supply (Verlet with `predictor`'s potential and sub-steps,
+    a `VerletPredictor` or a `LearnedPredictor`)."""
+    from tqdm import tqdm
+
+    from ..maps.direct import VerletPredictor
+
+    verlet = VerletPredictor(predictor.potential, predictor.substeps)
+    dq, dp = [], []
+    with torch.no_grad():
+        for k in tqdm(range(len(pairs)), desc=desc, disable=quiet, file=sys.stderr, leave=False):
+            q1, p1 = verlet(pairs.q[k], pairs.p[k], pairs.system[k], tau)
+            dq.append(pairs.q_next[k] - q1)
+            dp.append(pairs.p_next[k] - p1)
+    return torch.stack(dq), torch.stack(dp)
+
+
+def _predictor_terms(pairs: PairSet, errors, index, network, tau, create_graph=False):
+    """Per pair Σ_i m|δq − τ∂g/∂p|² + (τ²/m)|δp + τ∂g/∂q|² for the pairs `index` (all when
+    None); with `network` None, g = 0 (Verlet alone)."""
+    index = list(range(len(pairs))) if index is None else index
+    sel = torch.as_tensor(index)
+    dq, dp = errors[0][sel], errors[1][sel]
+    masses = torch.stack([pairs.system[k].masses for k in index])[..., None]
+    if network is not None:
+        gq, gp = network_gradients(network, pairs.q[sel], pairs.p[sel], [pairs.system[k] for k in index], create_graph)
+        dq, dp = dq - tau * gp, dp + tau * gq
+    return (masses * dq**2 + tau**2 / masses * dp**2).sum(dim=(1, 2))
+
+
+def _relative_predictor_error(pairs, errors, network, tau, batch_size=4) -> float:
+    model = verlet = 0.0
+    for start in range(0, len(pairs), batch_size):
+        index = list(range(start, min(start + batch_size, len(pairs))))
+        model += float(_predictor_terms(pairs, errors, index, network, tau).detach().sum())
+        verlet += float(_predictor_terms(pairs, errors, index, None, tau).sum())
+    return model / verlet
+
+
+def predictor_error(pairs: PairSet, predictor, tau, batch_size=4) -> float:
+    """The learned predictor's mass-scaled error on `pairs` relative to Verlet's alone (1: no
+    better than Verlet, 0: exact)."""
+    return _relative_predictor_error(pairs, verlet_errors(pairs, predictor, tau), predictor.network, tau, batch_size)
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -360,27 +425,32 @@ class MapTrainer:
                       "test": len(self.test_set) if self.test_set else 0},
         }
 
-    def _new_correction(self):
+    def _new_network(self, model: dict, momentum_error):
+        """A `MomentumCorrection` of the EquivariantConfig fields `model` that is exactly 0 at
+        the start, with a per-atom scale of the RMS `momentum_error` (a.u.) over τ as a force
+        (eV/Å): H_θ's or the predictor's g_θ."""
         from ..maps import MomentumCorrection
         from ..potentials.equivariant import EquivariantConfig, average_num_neighbors
         from .batches import spread
 
         c = self.config
-        values = dict(c.model) | {"dtype": c.dtype}
+        values = dict(model) | {"dtype": c.dtype}
         values["species"] = tuple(values.get("species") or self.species)
         config = EquivariantConfig.from_dict(values)
-        if "avg_num_neighbors" not in c.model:
+        if "avg_num_neighbors" not in model:
             states = [self.train_set.system[k].state(self.train_set.q[k])
                       for k in spread(list(range(len(self.train_set))), 10)]
             config = dataclasses.replace(config, avg_num_neighbors=max(average_num_neighbors(states, config.cutoff), 1e-3))
-        correction = MomentumCorrection(config, seed=c.seed, kinetic_scale=c.kinetic_scale_eV)
-        # per-atom scale: the RMS anchor residual as a force, eV/Å; start at H_θ = 0 exactly
-        scale = float(units.forces_from_wire(self.train_set.r0_p / self.tau).pow(2).mean().sqrt())
-        correction.set_scale_shift(scale=max(scale, 1e-6))
+        network = MomentumCorrection(config, seed=c.seed, kinetic_scale=c.kinetic_scale_eV)
+        scale = float(units.forces_from_wire(momentum_error / self.tau).pow(2).mean().sqrt())
+        network.set_scale_shift(scale=max(scale, 1e-6))
         with torch.no_grad():
-            correction.readout[-1].weight.zero_()
-            correction.readout[-1].bias.zero_()
-        return correction
+            network.readout[-1].weight.zero_()
+            network.readout[-1].bias.zero_()
+        return network
+
+    def _new_correction(self):
+        return self._new_network(self.config.model, self.train_set.r0_p)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, position, optimizer, schedule, generator, best, done=False):
@@ -512,6 +582,8 @@ class MapTrainer:
         save(done=True)
         if best["weights"]:
             self.correction.load_state_dict(best["weights"])
+        self.correction.eval()
+        self.predictor = self._train_predictor() if c.predictor.enabled else None
         summary = self._finish(best, elapsed())
         _write_json(self.out / "summary.json", summary)
         self._write_progress()
@@ -526,7 +598,7 @@ class MapTrainer:
         held_out = self.test_set or self.val_set
         which = "test" if self.test_set else "validation"
         relative = relative_residual(held_out, self.correction, self.tau, c.eval_batch_size)
-        learned = MidpointMap(GeneratingFunction(self.anchor, c.stride_fs, self.correction), **c.solver)
+        learned = MidpointMap(GeneratingFunction(self.anchor, c.stride_fs, self.correction), self.predictor, **c.solver)
         result = {
             "map_file": str(self.out / "map.pt"),
             "stride_fs": c.stride_fs,
@@ -539,6 +611,9 @@ class MapTrainer:
             "steps": len(self.history["steps"]),
             "parameters": sum(p.numel() for p in self.correction.parameters()),
         }
+        if self.predictor is not None:
+            result["predictor"] = self.predictor_summary | {
+                f"{which}_relative_error": predictor_error(held_out, self.predictor, self.tau)}
         if c.check_map_pairs:
             plain = MidpointMap(GeneratingFunction(self.anchor, c.stride_fs), **c.solver)
             with torch.no_grad():
@@ -546,6 +621,11 @@ class MapTrainer:
                 anchor = map_error(held_out, plain, c.check_map_pairs)
             result[f"{which}_map_error"] = {"learned": mine, "anchor": anchor,
                                             "relative": mine["error"] / anchor["error"]}
+            if self.predictor is not None:  # the same map from Verlet's guess: what the predictor saves
+                verlet_guess = MidpointMap(learned.generating, **c.solver)
+                with torch.no_grad():
+                    result[f"{which}_map_error"]["learned_from_verlet_guess"] = map_error(
+                        held_out, verlet_guess, c.check_map_pairs)
         metadata = {"trained_by": "ipi-mts train-map", "method": "Bigi, Spies, Ceriotti, arXiv 2508.01068",
                     "config": c.to_dict()} | {k: v for k, v in result.items() if k != "map_file"}
         save_map(self.out / "map.pt", learned, anchor=c.anchor, anchor_params=c.anchor_params,
@@ -553,8 +633,89 @@ class MapTrainer:
         line = f"wrote {result['map_file']} ({which} residual {relative:.3g} of the anchor's"
         if c.check_map_pairs:
             line += f", map error {result[f'{which}_map_error']['relative']:.3g} of the implicit midpoint's"
+        if self.predictor is not None:
+            line += f", predictor error {result['predictor'][f'{which}_relative_error']:.3g} of Verlet's"
         self._log(line + f", {seconds / 60:.1f} min)")
         return result
+
+    # --- the learned direct predictor -------------------------------------------------------------
+    def _train_predictor(self):
+        """Train g_θ of a `maps.LearnedPredictor` on the training pairs (module docstring);
+        returns the predictor with the weights of the best validation error."""
+        from tqdm import tqdm
+
+        from ..maps import LearnedPredictor, VerletPredictor
+        from .cotrain import _state_dict
+
+        c, pc = self.config, self.config.predictor
+        verlet = VerletPredictor(self.anchor, pc.substeps)
+        targets = {}
+        for name, pairs in (("train", self.train_set), ("validation", self.val_set)):
+            targets[name] = verlet_errors(pairs, verlet, self.tau, self.quiet, f"Verlet steps ({name})")
+        network = self._new_network(pc.model, targets["train"][1]).to(self.device)
+        predictor = LearnedPredictor(self.anchor, network, pc.substeps)
+        optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
+        budget = StageConfig(steps=pc.steps, minutes=pc.minutes, lr=pc.lr)
+        generator = torch.Generator().manual_seed(c.seed * 1000 + 11)
+        norm = float(_predictor_terms(self.train_set, targets["train"], None, None, self.tau).mean())
+        history = self.history.setdefault("predictor", {"steps": [], "validation": []})
+        history["steps"].clear(), history["validation"].clear()
+        best = {"error": math.inf, "weights": None}
+        started, step = time.perf_counter(), 0
+
+        def progress():
+            fractions = [0.0]
+            if budget.steps:
+                fractions.append(step / budget.steps)
+            if budget.minutes:
+                fractions.append((time.perf_counter() - started) / (60.0 * budget.minutes))
+            return min(max(fractions), 1.0)
+
+        def validate():
+            network.eval()
+            error = _relative_predictor_error(self.val_set, targets["validation"], network, self.tau, c.eval_batch_size)
+            network.train()
+            history["validation"].append([step, error])
+            if error < best["error"]:
+                best.update(error=error, weights=_state_dict(network))
+            self._log(f"predictor step {step}: validation error {error:.4g} of Verlet's, "
+                      f"{time.perf_counter() - started:.0f} s")
+
+        bar = tqdm(total=100, desc="predictor (% of budget)", leave=False, file=sys.stderr, disable=self.quiet)
+        next_check = 0.1
+        network.train()
+        while progress() < 1.0:
+            order = torch.randperm(len(self.train_set), generator=generator).tolist()
+            for k in range(0, len(order), c.batch_size):
+                fraction = progress()
+                if fraction >= 1.0:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = pc.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+                index = order[k : k + c.batch_size]
+                loss = _predictor_terms(self.train_set, targets["train"], index, network, self.tau,
+                                        create_graph=True).mean() / norm
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                history["steps"].append([step, float(loss.detach())])
+                percent = int(100 * progress())
+                bar.set_postfix(loss=f"{float(loss.detach()):.3g}", refresh=False)
+                if percent > bar.n:
+                    bar.update(percent - bar.n)
+                if progress() >= next_check:
+                    validate()
+                    next_check += 0.1
+                    self._write_progress(plot="throttled")
+        bar.close()
+        validate()
+        network.load_state_dict(best["weights"])
+        network.eval()
+        self.predictor_summary = {"steps": step, "training_time_s": round(time.perf_counter() - started, 2),
+                                  "validation_relative_error": best["error"], "substeps": pc.substeps,
+                                  "parameters": sum(p.numel() for p in network.parameters())}
+        return predictor
 
     # --- outputs --------------------------------------------------------------------------------
     def _log(self, text):
@@ -594,7 +755,12 @@ def plot_map_losses(history, path, stride_fs=None):
     epochs = history["epochs"]
     if epochs:
         ax.plot([e["step"] for e in epochs], [e["val_loss"] for e in epochs], "o-", color="C3", ms=3, label="validation")
-    ax.axhline(1.0, color="k", ls=":", lw=0.8, label="implicit midpoint (S = τH)")
+    predictor = history.get("predictor")
+    if predictor and predictor["validation"]:
+        offset = steps[-1][0] if steps else 0  # trained after H_θ
+        ax.plot([offset + r[0] for r in predictor["validation"]], [r[1] for r in predictor["validation"]],
+                "s-", color="C2", ms=3, label="direct predictor, validation (error / Verlet's)")
+    ax.axhline(1.0, color="k", ls=":", lw=0.8, label="implicit midpoint (S = τH); Verlet")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mass-scaled residual / anchor's")

@@ -6,11 +6,11 @@ import torch
 
 from ipi_mts import potentials
 from ipi_mts.errors import UserError
-from ipi_mts.maps import GeneratingFunction, MidpointMap
+from ipi_mts.maps import GeneratingFunction, LearnedPredictor, MidpointMap, VerletPredictor
 from ipi_mts.potentials.equivariant import EquivariantConfig, EquivariantPotential
 from ipi_mts.potentials.model_file import ipi_masses, load_map, load_model, save_map, save_model
 
-from map_helpers import water, water_map
+from map_helpers import correction, water, water_map
 
 
 def learned_anchor():
@@ -28,12 +28,15 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("maps")
     corrected = water_map(2.0, learned=True, tol=1e-12, max_iter=80, memory=4, fallback_substeps=3)
     embedded = MidpointMap(GeneratingFunction(learned_anchor(), 1.5), tol=1e-12)
+    generating = corrected.generating
+    predicted = MidpointMap(generating, LearnedPredictor(generating.potential, correction(seed=5), 2), tol=1e-12)
     return {
         "corrected": save_map(folder / "corrected.pt", corrected, anchor="qtip4pf", metadata={"seed": 0}),
+        "predicted": save_map(folder / "predicted.pt", predicted, anchor="qtip4pf"),
         "pure": save_map(folder / "pure.pt", water_map(1.0, learned=False), anchor="qtip4pf", species=[1, 8]),
         "embedded": save_map(folder / "embedded.pt", embedded, masses={1: 2.014, 8: 15.999}),
         "energy": save_model(folder / "energy.pt", learned_anchor()),
-        "maps": {"corrected": corrected, "embedded": embedded},
+        "maps": {"corrected": corrected, "embedded": embedded, "predicted": predicted},
     }
 
 
@@ -45,7 +48,7 @@ def same_steps(a: MidpointMap, b: MidpointMap):
     return (qa == qb).all() and (pa == pb).all() and abs(qa - q.numpy()).max() > 0.01
 
 
-@pytest.mark.parametrize("name", ["corrected", "embedded"])
+@pytest.mark.parametrize("name", ["corrected", "embedded", "predicted"])
 def test_round_trip_gives_the_same_map(files, name):
     original, loaded = files["maps"][name], load_map(files[name])
     assert same_steps(original, loaded)
@@ -69,6 +72,13 @@ def test_what_the_file_says(files):
     assert content["kind"] == "map" and sorted(content["components"]) == ["anchor"]
     assert content["map"]["anchor"] == {"embedded": "anchor"} and content["map"]["kinetic_scale_eV"] is None
     assert content["cutoffs"] == {"anchor": 3.0}
+    predicted = load_map(files["predicted"])  # the learned direct predictor
+    assert isinstance(predicted.predictor, LearnedPredictor) and predicted.predictor.substeps == 2
+    assert predicted.predictor.potential is predicted.generating.potential
+    assert not predicted.predictor.network.training
+    assert type(corrected.predictor) is VerletPredictor
+    content = torch.load(files["predicted"], weights_only=True)
+    assert content["map"]["predictor"] == {"substeps": 2} and "predictor" in content["cutoffs"]
 
 
 def test_shipped_map_by_name(files, tmp_path, monkeypatch):
@@ -120,6 +130,7 @@ def _section(c):
         (lambda c: c["components"]["correction"]["config"].update(num_features=4), "has shape"),
         (lambda c: c["components"]["correction"]["config"].update(species=[1, 6]), "has species"),
         (lambda c: next(iter(c["components"]["correction"]["weights"].values())).fill_(float("nan")), "not finite"),
+        (lambda c: _section(c).update(predictor={"substeps": 1}), "exactly when the map has a predictor"),
     ],
 )
 def test_corrupt_files_rejected(files, tmp_path, edit, message):
@@ -140,3 +151,13 @@ def test_save_rejects_bad_input(tmp_path):
     with pytest.raises(UserError, match="differ from the learned parts"):
         save_map(tmp_path / "m.pt", water_map(1.0), anchor="qtip4pf", species=[1, 6, 8])
     assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_predictor_settings_rejected(files, tmp_path):
+    content = torch.load(files["predicted"], weights_only=True)
+    content["map"]["predictor"]["substeps"] = 0
+    torch.save(content, tmp_path / "edited.pt")
+    assert "predictor substeps 0 must be >= 1" in _error(tmp_path / "edited.pt")
+    content["map"].pop("predictor")
+    torch.save(content, tmp_path / "edited.pt")
+    assert "exactly when the map has a predictor" in _error(tmp_path / "edited.pt")

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import ipi_mts.motion as motion
+from ipi_mts import units
 from ipi_mts.errors import UserError
+from ipi_mts.maps import System
 from ipi_mts.potentials.model_file import load_map
 
 import map_motion_helpers as mh
@@ -87,6 +90,26 @@ def test_nve_is_the_map_step_for_step_and_conserves_energy(start, tmp_path):
     assert summary["steps"] == 100 and summary["fallbacks"] == 0
     assert 1 < summary["iterations"] / summary["steps"] <= 30
     assert sorted(summary["species_T_K"]) == ["H", "O"]
+
+
+def test_direct_mode_is_the_predictor_alone(start, tmp_path):
+    """model='direct:MAP' steps with MAP's direct predictor and no solve (here one Verlet step
+    of the anchor per stride: a map without a learned predictor), step for step."""
+    folder = workdir(start, tmp_path)
+    with mh.interactive(mh.simulation_xml(model="direct:map.pt", steps=1000, fixcom=False), folder) as sim:
+        q, p, masses, cell, numbers = mh.ipi_state(sim)
+        predictor = load_map(folder / "map.pt").predictor
+        system = System.from_ipi(masses, cell, numbers)
+        tau = 1.0 * units.FEMTOSECOND
+        qt, pt = (torch.as_tensor(x).reshape(-1, 3) for x in (q, p))
+        for _ in range(5):
+            qt, pt = predictor(qt, pt, system, tau)
+        sim.run(5)
+        q_ipi, p_ipi, *_ = mh.ipi_state(sim)
+        summary = motion.summary(sim)
+    assert np.array_equal(q_ipi, qt.numpy().reshape(q_ipi.shape))
+    assert np.array_equal(p_ipi, pt.numpy().reshape(p_ipi.shape))
+    assert summary["steps"] == 5 and summary["iterations"] == 0 and summary["fallbacks"] == 0
 
 
 def test_nve_is_time_reversible_through_ipi(start, tmp_path):

@@ -15,10 +15,17 @@ from ipi_mts import units
 from ipi_mts.cli import main
 from ipi_mts.errors import UserError
 from ipi_mts.data.trajectories import Segment, read_trajectories, write_segments
-from ipi_mts.maps import GeneratingFunction, MidpointMap, System, velocity_verlet
+from ipi_mts.maps import GeneratingFunction, LearnedPredictor, MidpointMap, System, velocity_verlet
 from ipi_mts.potentials import load_potential
 from ipi_mts.potentials.model_file import ipi_masses, load_map
-from ipi_mts.training.maps import make_pairs, map_config_from_dict, relative_residual, split_segments, train_map
+from ipi_mts.training.maps import (
+    make_pairs,
+    map_config_from_dict,
+    predictor_error,
+    relative_residual,
+    split_segments,
+    train_map,
+)
 
 STRIDE_FS = 16.0
 TINY = dict(cutoff=3.0, num_features=4, lmax=1, num_layers=1, num_basis=4, radial_hidden=8, readout_hidden=8)
@@ -177,3 +184,31 @@ def test_config_errors_are_one_line(data_file, tmp_path, capsys, change, message
     assert main(["train-map", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_learned_predictor_beats_verlet_and_cuts_solver_iterations(data_file, tmp_path):
+    """A finished run resumed with a `predictor:` section trains the direct predictor: on the
+    held-out pairs it is closer to the reference than Verlet at the stride, the map file
+    carries it, and the map solved from its guess is the map solved from Verlet's (the
+    solution does not depend on the guess; the iterations it saves are measured, not
+    asserted: at this tolerance ~13 per step either way)."""
+    values = config_values(data_file, tmp_path / "run", check_map_pairs=3, train={"steps": 10, "lr": 0.01})
+    first = train_map(map_config_from_dict(values), quiet=True)
+    assert "predictor" not in first and load_map(tmp_path / "run" / "map.pt").predictor.__class__.__name__ == "VerletPredictor"
+    values["predictor"] = {"model": dict(TINY), "steps": 400, "lr": 0.02}
+    summary = train_map(map_config_from_dict(values), resume=True, quiet=True)
+    assert summary["steps"] == 10  # H_θ was not trained again
+    assert summary["predictor"]["steps"] == 400
+    assert summary["predictor"]["test_relative_error"] < 0.85
+    check = summary["test_map_error"]
+    assert check["learned"]["fallbacks"] == check["learned_from_verlet_guess"]["fallbacks"] == 0
+    assert check["learned"]["error"] == pytest.approx(check["learned_from_verlet_guess"]["error"], rel=1e-6)
+    midpoint_map = load_map(tmp_path / "run" / "map.pt")
+    assert isinstance(midpoint_map.predictor, LearnedPredictor)
+    assert midpoint_map.predictor.potential is midpoint_map.generating.potential
+    test = split_segments(read_trajectories(data_file), [0.5, 0.25, 0.25])[2]
+    pairs = make_pairs(test, STRIDE_FS, midpoint_map.generating.potential, pair_every=4)
+    error = predictor_error(pairs, midpoint_map.predictor, STRIDE_FS * units.FEMTOSECOND)
+    assert error == pytest.approx(summary["predictor"]["test_relative_error"], rel=0.3)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["predictor"]["steps"]) == 400 and history["predictor"]["validation"]
