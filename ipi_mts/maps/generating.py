@@ -163,8 +163,7 @@ class GeneratingFunction(torch.nn.Module):
 
     def _correction(self, qbar, pbar, system) -> torch.Tensor:
         """H_θ (0-d, Hartree)."""
-        u = self.correction.momentum_features(pbar, system.masses)
-        return units.energy_to_wire(self.correction.energy_pm(system.state(qbar), u).sum())
+        return network_energy(self.correction, qbar[None], pbar[None], [system])
 
     def gradients(self, qbar: torch.Tensor, pbar: torch.Tensor, system: System):
         """(∂S/∂q̄ (n, 3) a.u. momentum, ∂S/∂p̄ (n, 3) bohr), detached:
@@ -179,26 +178,28 @@ class GeneratingFunction(torch.nn.Module):
         return self.tau * dq, self.tau * dp
 
 
-def network_gradients(network: MomentumCorrection, q, p, systems, create_graph=False):
-    """(∂h/∂q Ha/bohr, ∂h/∂p bohr/a.u. time), each (B, n, 3), of h = `network`'s H_θ (Hartree)
-    for B structures at once, q (B, n, 3) bohr and p (B, n, 3) a.u. (one State of B
-    structures: h summed over them has the per-structure gradients). Detached unless
-    `create_graph` (training)."""
+def network_energy(network: MomentumCorrection, q, p, systems) -> torch.Tensor:
+    """h = Σ_b `network`(q_b, p_b) (0-d, Hartree) of B structures as one State: q (B, n, 3)
+    bohr, p (B, n, 3) a.u., `systems` one `System` each; differentiable in q and p."""
     b, n = q.shape[:2]
+    state = State(
+        positions=units.positions_from_wire(q.reshape(-1, 3)),
+        numbers=torch.cat([s.numbers for s in systems]),
+        cell=torch.cat([s.cell for s in systems]),
+        pbc=torch.cat([s.pbc for s in systems]),
+        batch=torch.arange(b).repeat_interleave(n),
+    )
+    u = network.momentum_features(p.reshape(-1, 3), torch.cat([s.masses for s in systems]))
+    return units.energy_to_wire(network.energy_pm(state, u).sum())
+
+
+def network_gradients(network: MomentumCorrection, q, p, systems, create_graph=False):
+    """(∂h/∂q Ha/bohr, ∂h/∂p bohr/a.u. time), each (B, n, 3), of h = `network_energy` (the
+    per-structure gradients, since h is their sum). Detached unless `create_graph` (training)."""
     with torch.enable_grad():
         q = q.detach().requires_grad_(True)
         p = p.detach().requires_grad_(True)
-        masses = torch.cat([s.masses for s in systems])
-        state = State(
-            positions=units.positions_from_wire(q.reshape(-1, 3)),
-            numbers=torch.cat([s.numbers for s in systems]),
-            cell=torch.cat([s.cell for s in systems]),
-            pbc=torch.cat([s.pbc for s in systems]),
-            batch=torch.arange(b).repeat_interleave(n),
-        )
-        u = network.momentum_features(p.reshape(-1, 3), masses)
-        h = units.energy_to_wire(network.energy_pm(state, u).sum())
-        return torch.autograd.grad(h, (q, p), create_graph=create_graph)
+        return torch.autograd.grad(network_energy(network, q, p, systems), (q, p), create_graph=create_graph)
 
 
 def harmonic_action_factor(omega_tau: float) -> float:

@@ -145,11 +145,11 @@ class MidpointMap:
     def step_system(self, q: torch.Tensor, p: torch.Tensor, system: System):
         """`step` on float64 tensors and a prepared System; returns tensors."""
         tau = self.tau
-        g, pack, unpack = self.equations(q, p, system)
         guess = tuple(x.detach() for x in self.predictor(q, p, system, tau))
         if not self.solve:
             self.steps += 1
             return *guess, {"converged": True, "iterations": 0, "residual": math.nan, "fallback": False}
+        g, pack, unpack = self.equations(q, p, system)
         x0 = pack(*guess)
         x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory)
         self.steps += 1

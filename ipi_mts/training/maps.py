@@ -645,7 +645,7 @@ class MapTrainer:
         from tqdm import tqdm
 
         from ..maps import LearnedPredictor, VerletPredictor
-        from .cotrain import _state_dict
+        from .cotrain import Schedule, _state_dict
 
         c, pc = self.config, self.config.predictor
         verlet = VerletPredictor(self.anchor, pc.substeps)
@@ -655,7 +655,7 @@ class MapTrainer:
         network = self._new_network(pc.model, targets["train"][1]).to(self.device)
         predictor = LearnedPredictor(self.anchor, network, pc.substeps)
         optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
-        budget = StageConfig(steps=pc.steps, minutes=pc.minutes, lr=pc.lr)
+        schedule = Schedule(ScheduleConfig(), StageConfig(steps=pc.steps, minutes=pc.minutes, lr=pc.lr))  # cosine to 1 %
         generator = torch.Generator().manual_seed(c.seed * 1000 + 11)
         norm = float(_predictor_terms(self.train_set, targets["train"], None, None, self.tau).mean())
         history = self.history.setdefault("predictor", {"steps": [], "validation": []})
@@ -664,12 +664,7 @@ class MapTrainer:
         started, step = time.perf_counter(), 0
 
         def progress():
-            fractions = [0.0]
-            if budget.steps:
-                fractions.append(step / budget.steps)
-            if budget.minutes:
-                fractions.append((time.perf_counter() - started) / (60.0 * budget.minutes))
-            return min(max(fractions), 1.0)
+            return schedule.progress(step, 0, time.perf_counter() - started)
 
         def validate():
             network.eval()
@@ -687,11 +682,10 @@ class MapTrainer:
         while progress() < 1.0:
             order = torch.randperm(len(self.train_set), generator=generator).tolist()
             for k in range(0, len(order), c.batch_size):
-                fraction = progress()
-                if fraction >= 1.0:
+                if progress() >= 1.0:
                     break
                 for group in optimizer.param_groups:
-                    group["lr"] = pc.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+                    group["lr"] = pc.lr * schedule.factor(step, 0, time.perf_counter() - started)
                 index = order[k : k + c.batch_size]
                 loss = _predictor_terms(self.train_set, targets["train"], index, network, self.tau,
                                         create_graph=True).mean() / norm
