@@ -295,8 +295,9 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
             temperature=300.0, fast="in-process"):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
     'reference' method; speedups are relative to the method named `baseline`. Returns the
-    rows of `judge`, the results per method, and {method: error} of the runs that failed
-    (a blow-up stopped by the guard of mode='mts' or 'learned_map')."""
+    rows of `judge`, the results per run, and {run: error} of the runs that failed (a blow-up
+    stopped by the guard of mode='mts' or 'learned_map'); a method with a failed run (of any
+    seed) has no row."""
     import tempfile
 
     import ase.io
@@ -324,7 +325,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
                 nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", **common)[0])
                 trace = nve_trace(case / "nve", n_atoms)
         except UserError as error:  # a method that blows up is a result, not the end of the benchmark
-            if method == "reference" or method == baseline:
+            if name in ("reference", baseline):
                 raise
             failures[method] = str(error)
             continue
@@ -332,11 +333,33 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
                            "nve_drift": nve["drift_meV_per_atom_ps"], "nve_trace": trace,
                            "solver": nvt.get("solver"),
                            **analyse(case / "nvt", equilibration_ps, frame_stride(frame_fs, dt) * dt)}
+    failed = {run.partition("@")[0] for run in failures}  # a method that blew up with any seed
+    results = {run: r for run, r in results.items() if run.partition("@")[0] not in failed}
     return judge(results, baseline), results, failures
+
+
+def with_seeds(methods: list[str], seeds: int = 1) -> list[str]:
+    """The runs of a benchmark: with one seed, every method once (seed 7) and a control run
+    'reference@8'; with `seeds` > 1, every method with seeds 7, 8, ... ('pair:2@8' is seed 8 of
+    'pair:2'), seed by seed so that the first seeds finish first."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, not {seeds}")
+    if seeds == 1:
+        return methods[:1] + ["reference@8"] + methods[1:]
+    return [m + (f"@{7 + i}" if i else "") for i in range(seeds) for m in methods]
+
+
+def seed_groups(results: dict) -> dict[str, list[str]]:
+    """{method: its runs}, 'pair:2@8' being a run of 'pair:2'."""
+    groups = {}
+    for run in results:
+        groups.setdefault(run.partition("@")[0], []).append(run)
+    return groups
 
 
 def judge(results: dict, baseline: str) -> list[dict]:
     """Rows of the report: speed relative to `baseline`, and observables against 'reference'.
+    Runs of several seeds per method are judged by `judge_seeds`.
 
     RDFs: χ (the RMS over bins of Δg in units of the block-average errors, see
     `analysis.rdf_difference`). Block errors of 0.6 ps blocks underestimate the error of
@@ -347,6 +370,9 @@ def judge(results: dict, baseline: str) -> list[dict]:
     reference's, σ_ΔT the larger of the block estimate and the control's RMS deviation over
     the species. Without a control: χ ≤ 1.5 and the 2σ block criterion. Also reported: the
     largest deviation of a species' temperature from the thermostat's target, in %."""
+    groups = seed_groups(results)
+    if any(len(runs) > 1 for method, runs in groups.items() if method != "reference"):
+        return judge_seeds(results, baseline)
     ref = results["reference"]
     species = ref["species"]
     names = [a + b for a, b in rdf_pairs(species)]
@@ -387,18 +413,78 @@ def judge(results: dict, baseline: str) -> list[dict]:
     return rows
 
 
+def judge_seeds(results: dict, baseline: str) -> list[dict]:
+    """Rows of the report, one per method, from independent runs of each method with several
+    seeds (`with_seeds`). Each run gives its time-averaged RDFs and mean temperatures; over a
+    method's N runs, their mean x̄ and its variance s²/N (s² the sample variance across seeds).
+    A method differs from the reference by
+
+        z_RDF = RMS_r(ḡ − ḡ_ref) / sqrt(mean_r(s²/N + s_ref²/N_ref)),
+        z_T   = |T̄ − T̄_ref| / sqrt(s²/N + s_ref²/N_ref)   per species,
+
+    and is within error if every z_RDF ≤ 1.5 and every z_T ≤ 2 (z_RDF² is about 1 for runs of
+    the reference's own statistics). A method run with one seed borrows the reference's s².
+    Seeds average out what single runs cannot tell apart: the error shrinks as 1/√N."""
+    groups = seed_groups(results)
+    ref_runs = [results[run] for run in groups["reference"]]
+    if len(ref_runs) < 2:
+        raise UserError("judging by seeds needs at least two runs of the reference")
+    species = ref_runs[0]["species"]
+    names = [a + b for a, b in rdf_pairs(species)]
+
+    def stats(runs):
+        """{observable: (mean over seeds, its variance s²/N or None for one run)}."""
+        out = {}
+        for key in [f"rdf_{n}" for n in names] + [f"T_{sp}" for sp in species]:
+            x = np.array([r[key].mean(axis=0) if key.startswith("rdf_") else r[key][0] for r in runs])
+            out[key] = (x.mean(axis=0), x.var(axis=0, ddof=1) / len(x) if len(x) > 1 else None)
+        return out
+
+    def z(diff, err):  # identical runs (no scatter, no difference) are 0 apart
+        return float(diff / err) if err > 0 else (0.0 if diff == 0 else float("inf"))
+
+    ref = stats(ref_runs)
+    base = float(np.median([results[run]["s_per_ps"] for run in groups[baseline]]))
+    rows = []
+    for method, members in groups.items():
+        runs = [results[run] for run in members]
+        mine = stats(runs)
+        s_per_ps = float(np.median([r["s_per_ps"] for r in runs]))
+        row = {"method": method, "seeds": len(runs), "outer_fs": runs[0]["dt_fs"], "s_per_ps": s_per_ps,
+               "speedup": base / s_per_ps, "species": species, "rdfs": names,
+               "D": float(np.mean([r["D"] for r in runs])),
+               "nve_drift": float(np.mean([r["nve_drift"] for r in runs])),
+               "nve_std": float(np.mean([r["nve_trace"][1].std() if r.get("nve_trace") else np.nan for r in runs])),
+               "solver": runs[0].get("solver")}
+        for key, (mean, var) in mine.items():
+            var = ref[key][1] * len(ref_runs) / len(runs) if var is None else var  # one run: the reference's s²
+            err = np.sqrt(var + ref[key][1])
+            if key.startswith("rdf_"):
+                row[f"{key}_z"] = z(np.sqrt(np.mean((mean - ref[key][0]) ** 2)), np.sqrt(np.mean(err**2)))
+            else:
+                row[key] = (float(mean), float(np.sqrt(var)))
+                row[f"{key}_z"] = z(abs(mean - ref[key][0]), err)
+        target = runs[0].get("target_K")
+        row["T_dev_pct"] = (max(abs(row[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0
+                            if target else float("nan"))
+        row["within_error"] = bool(max(row[f"rdf_{n}_z"] for n in names) <= 1.5
+                                   and max(row[f"T_{sp}_z"] for sp in species) <= 2.0)
+        rows.append(row)
+    return rows
+
+
 def bench_learned(pair="water-pair", baseline="water-baseline", reference="qtip4pf",
-                  outer_fs=(1.0, 2.0, 3.0, 4.0), out="docs/benchmarks/learned-mts", **kw):
+                  outer_fs=(1.0, 2.0, 3.0, 4.0), out="docs/benchmarks/learned-mts", seeds=1, **kw):
     """The learned pair on MTS against the conventional model at 0.5 fs (issue: ≥3x)."""
     models = {"pair": pair, "conventional": baseline, "reference": reference}
-    methods = ["reference", "reference@8", "conventional"] + [f"pair:{o:g}" for o in outer_fs]
+    methods = with_seeds(["reference", "conventional"] + [f"pair:{o:g}" for o in outer_fs], seeds)
     rows, results, failures = compare(methods, models, "conventional", **kw)
     write_report(rows, results, Path(out), "speedup vs the conventional model at 0.5 fs", failures)
     return rows
 
 
 def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out=None, family="split", pair="water-pair",
-                    baseline="water-baseline", **kw):
+                    baseline="water-baseline", seeds=1, **kw):
     """MTS with the thermostat outside the step (i-PI's built-in MTS) and inside the innermost
     loop (mode='mts'), PILE_L, against the reference at 0.5 fs: for the q-TIP4P/F physics split
     (`family='split'`, speedups vs q-TIP4P/F at 0.5 fs) or the learned pair (`'pair'`,
@@ -406,8 +492,9 @@ def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out=None, family="s
     if family not in ("split", "pair"):
         raise UserError(f"unknown MTS family {family!r}: split or pair")
     models = {"reference": "qtip4pf", "pair": pair, "conventional": baseline}
-    methods = ["reference", "reference@8"] + (["conventional"] if family == "pair" else [])
+    methods = ["reference"] + (["conventional"] if family == "pair" else [])
     methods += [f"{family}:{o:g}" for o in outer_fs] + [f"{family}:{o:g}:inner" for o in outer_fs]
+    methods = with_seeds(methods, seeds)
     speed_base = "conventional" if family == "pair" else "reference"
     rows, results, failures = compare(methods, models, speed_base, thermostat="pile_l", **kw)
     out = out or f"docs/benchmarks/thermostat-placement{'-pair' if family == 'pair' else ''}"
@@ -434,7 +521,7 @@ def _has_learned_predictor(model: str) -> bool:
     return isinstance(load_map(model).predictor, LearnedPredictor)
 
 
-def bench_maps(system="aluminium", maps=None, out=None, **kw):
+def bench_maps(system="aluminium", maps=None, out=None, seeds=1, **kw):
     """Learned maps (mode='learned_map') against velocity Verlet of their anchor at the fine
     step (the reference, also the speed baseline) and at each map's stride (the direct
     predictor of a map without a learned one), against the learned direct predictor alone
@@ -446,8 +533,9 @@ def bench_maps(system="aluminium", maps=None, out=None, **kw):
     spec = MAP_SYSTEMS[system]
     maps = list(spec["maps"] if maps is None else maps)
     strides = sorted(set(spec["strides"]) | {map_stride_fs(m) for m in maps})
-    methods = (["reference", "reference@8"] + [f"vv:{t:g}" for t in strides] + [f"midpoint:{t:g}" for t in strides]
-               + [f"direct:{m}" for m in maps if _has_learned_predictor(m)] + [f"map:{m}" for m in maps])
+    methods = with_seeds(["reference"] + [f"vv:{t:g}" for t in strides] + [f"midpoint:{t:g}" for t in strides]
+                         + [f"direct:{m}" for m in maps if _has_learned_predictor(m)] + [f"map:{m}" for m in maps],
+                         seeds)
     structure = Path(__file__).resolve().parents[1] / "inputs" / spec["structure"]
     rows, results, failures = compare(methods, {"reference": spec["reference"]}, "reference", structure=structure,
                                       inner_fs=spec["fine_fs"], frame_fs=spec["frame_fs"],
@@ -479,16 +567,26 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
     species, names = rows[0]["species"], rows[0]["rdfs"]
     pairs = " / ".join(_pretty(n) for n in names)
     calibrated = "rdf_" + names[0] + "_vs_control" in rows[0]
+    seeded = "seeds" in rows[0]
     maps = any(r["solver"] for r in rows)
-    columns = (["method", "Δt outer (fs)", "s / simulated ps", speedup_label, f"RDF χ {pairs}"]
-               + ([f"RMS Δg / control's {pairs}"] if calibrated else [])
+    if seeded:
+        head += [f"Each method run with {', '.join(sorted({str(r['seeds']) for r in rows}))} seeds; means over "
+                 "seeds ± their standard error; z: distance to the reference in units of the joint "
+                 "seed-to-seed standard error (`judge_seeds`); within error: every RDF z ≤ 1.5 and T z ≤ 2.", ""]
+    rdf_columns = ([f"RDF z {pairs}", "T z " + " / ".join(species)] if seeded
+                   else [f"RDF χ {pairs}"] + ([f"RMS Δg / control's {pairs}"] if calibrated else []))
+    columns = (["method", "Δt outer (fs)", "s / simulated ps", speedup_label] + rdf_columns
                + [f"T({sp}) K" for sp in species] + ["max \\|T − target\\| %", f"D({species[0]}) 1e-5 cm²/s",
                   "NVE drift meV/atom/ps", "NVE σ(conserved) meV/atom"]
                + (["solver iterations / step (max), fallbacks"] if maps else []) + ["within error"])
     lines = head + ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = [r["method"], f"{r['outer_fs']:g}", f"{r['s_per_ps']:.1f}", f"{r['speedup']:.2f}",
-                 " / ".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names)]
+        cells = [r["method"], f"{r['outer_fs']:g}", f"{r['s_per_ps']:.1f}", f"{r['speedup']:.2f}"]
+        if seeded:
+            cells += [" / ".join(f"{r[f'rdf_{n}_z']:.2f}" for n in names),
+                      " / ".join(f"{r[f'T_{sp}_z']:.2f}" for sp in species)]
+        else:
+            cells.append(" / ".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names))
         if calibrated:
             cells.append(" / ".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names))
         cells += [f"{r[f'T_{sp}'][0]:.1f} ± {r[f'T_{sp}'][1]:.1f}" for sp in species]
@@ -500,7 +598,8 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"| {method} | stopped: {why} |" for method, why in (failures or {}).items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    traces = {method: r["nve_trace"] for method, r in results.items() if r.get("nve_trace")}
+    traces = {runs[0]: results[runs[0]]["nve_trace"] for runs in seed_groups(results).values()
+              if results[runs[0]].get("nve_trace")}  # each method's first seed
     panels = len(names) + 1 + bool(traces)
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6))
     if traces:
@@ -509,9 +608,11 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         axes[-1].set_xlabel("t (ps)"), axes[-1].set_ylabel("conserved − initial (meV/atom)")
         axes[-1].set_title("NVE"), axes[-1].legend(fontsize=7)
         axes = axes[:-1]
+    groups = seed_groups(results)
     for ax, name in zip(axes[:-1], names):
-        for method, r in results.items():
-            ax.plot(r["r"], r[f"rdf_{name}"].mean(axis=0), label=method, lw=1.2 if method != "reference" else 2.5)
+        for method, runs in groups.items():
+            g = np.mean([results[run][f"rdf_{name}"].mean(axis=0) for run in runs], axis=0)
+            ax.plot(results[runs[0]]["r"], g, label=method, lw=1.2 if method != "reference" else 2.5)
         ax.set_xlabel("r (Å)"), ax.set_title(f"g {_pretty(name)} (r)")
     axes[0].legend(fontsize=7)
 
@@ -541,7 +642,10 @@ def verdict(rows, speedup_label: str) -> list[str]:
     pairs = "/".join(_pretty(n) for n in names)
 
     def far(r):
-        if f"rdf_{names[0]}_vs_control" in r:
+        if f"rdf_{names[0]}_z" in r:
+            rdf = (f"RDF z {pairs} " + "/".join(f"{r[f'rdf_{n}_z']:.2f}" for n in names) + f" ({r['seeds']} seeds)"
+                   + "".join(f", T({sp}) z {r[f'T_{sp}_z']:.1f}" for sp in species))
+        elif f"rdf_{names[0]}_vs_control" in r:
             rdf = f"RDF RMS deviation / the control's {pairs} " + "/".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names)
         else:
             rdf = f"RDF χ {pairs} " + "/".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names)

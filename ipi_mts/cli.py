@@ -372,6 +372,11 @@ def _add_bench(sub):
                    "socket (default: in-process)")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="runs per method with seeds 7, 8, ...: with 1, each method once and the reference "
+                   "once more with seed 8 as the measure of its noise; with N > 1, methods are judged by "
+                   "their N-seed means against the reference's, in units of the seed-to-seed error "
+                   "(default: 1)")
     p.add_argument("--out", default=None, help="output path without suffix (default: docs/benchmarks/...)")
     p.add_argument("--workdir", default=None,
                    help="keep the runs here (default: a temporary folder); finished runs of the same "
@@ -384,7 +389,8 @@ def _bench(args) -> int:
 
     if args.tau_fs is not None and not args.tau_fs > 0:
         raise UserError(f"--tau-fs must be positive, not {args.tau_fs}")
-    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir, tau_fs=args.tau_fs, fast=args.fast)
+    kw = dict(nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, workdir=args.workdir, tau_fs=args.tau_fs, fast=args.fast,
+              seeds=args.seeds)
     if args.outer:
         kw["outer_fs"] = tuple(float(x) for x in args.outer.split(","))
     if args.out:

@@ -163,3 +163,45 @@ def test_judge_measures_the_error_with_the_control_run():
     # its O–O χ of 1.6 > 1.5 is chance: 5 blocks estimate the error loosely)
     del results["reference@8"]
     assert not {r["method"]: r for r in judge(results, "reference")}["same"]["within_error"]
+
+
+def test_seeds_run_every_method_seed_by_seed():
+    from ipi_mts.benchmarking import with_seeds
+
+    assert with_seeds(["reference", "pair:2"]) == ["reference", "reference@8", "pair:2"]
+    assert with_seeds(["reference", "pair:2"], 3) == ["reference", "pair:2", "reference@8", "pair:2@8",
+                                                      "reference@9", "pair:2@9"]
+    with pytest.raises(UserError, match="at least 1"):
+        with_seeds(["reference"], 0)
+
+
+def test_seeds_see_a_bias_that_one_control_run_cannot():
+    from ipi_mts.benchmarking import judge, with_seeds
+
+    def runs(rng, method, seeds, shift=0.0, t_h=300.0, s_per_ps=10.0):
+        # each seed's temperatures scatter by 3 K, as independent runs do
+        return {run.replace("reference", method): _result(rng, shift=shift, t_o=300.0 + 3.0 * rng.standard_normal(),
+                                                           t_h=t_h + 3.0 * rng.standard_normal(), s_per_ps=s_per_ps)
+                for run in with_seeds(["reference"], seeds)}
+
+    # a bias of 0.006 in g(r), against a per-run RDF noise of 0.05/√50 = 0.007 per bin: one
+    # control run calls it within error about half of the time, twelve seeds never
+    single, seeded = 0, 0
+    for repeat in range(10):
+        rng = np.random.default_rng(repeat)
+        one = {**runs(rng, "reference", 1), "biased": _result(rng, shift=0.006)}
+        single += {r["method"]: r for r in judge(one, "reference")}["biased"]["within_error"]
+        many = {**runs(rng, "reference", 12), **runs(rng, "biased", 12, shift=0.006)}
+        seeded += {r["method"]: r for r in judge(many, "reference")}["biased"]["within_error"]
+    assert single >= 3 and seeded == 0
+
+    rng = np.random.default_rng(0)
+    results = {**runs(rng, "reference", 8), **runs(rng, "same", 8, s_per_ps=5.0), **runs(rng, "hot", 8, t_h=310.0),
+               "one-seed": _result(rng)}
+    rows = {r["method"]: r for r in judge(results, "reference")}
+    assert set(rows) == {"reference", "same", "hot", "one-seed"} and rows["same"]["seeds"] == 8
+    assert rows["same"]["within_error"] and max(rows["same"][f"rdf_{n}_z"] for n in ("OO", "OH", "HH")) < 1.5
+    assert rows["same"]["speedup"] == 2.0
+    assert not rows["hot"]["within_error"] and rows["hot"]["T_H_z"] > 2.0
+    assert rows["hot"]["T_H"][0] == pytest.approx(310.0, abs=3.0)
+    assert rows["one-seed"]["within_error"]  # judged with the reference's seed-to-seed error
