@@ -21,27 +21,33 @@ from .state import State
 class PairCache:
     """Pairs found within cutoff + `skin` (Å), reused while they still hold every pair within
     the cutoff: the same atoms, pbc and cell (exactly), and no atom moved by skin/2 or more
-    since the search (|r_ij| ≤ |r_ij⁰| + |Δr_i| + |Δr_j|, the Verlet-list criterion). One
-    entry per (cutoff, full_list); `searches` and `calls` count what it did. With 0.5 Å, the
-    fast model of water-216 on a 0.5 fs step searched once every 9 calls (0.3 Å: every 5.6).
+    since the search (|r_ij| ≤ |r_ij⁰| + |Δr_i| + |Δr_j|, the Verlet-list criterion). Per
+    (cutoff, full_list) it keeps the last `keep` searches (fewer where they would hold more
+    than `max_pairs` pairs, 40 bytes each), so that the beads of a ring polymer, which i-PI
+    sends one after another, each find their own; `searches` and `calls` count what it did. With 0.5 Å, the fast model of water-216 on a 0.5 fs step searched once every 9
+    calls (0.3 Å: every 5.6).
     """
 
-    def __init__(self, skin: float = 0.5):
+    def __init__(self, skin: float = 0.5, keep: int = 32, max_pairs: int = 2**24):
         if not skin > 0:
             raise ValueError(f"pair cache skin {skin} is not a positive length")
-        self.skin = float(skin)
+        self.skin, self.keep, self.max_pairs = float(skin), int(keep), int(max_pairs)
         self.searches = self.calls = 0
         self._entries = {}
 
     def pairs(self, positions, cell, pbc, batch, cutoff, full_list):
         """i, j, integer shifts S and the pairs' bounds per structure, possibly a superset."""
         self.calls += 1
-        key = (float(cutoff), bool(full_list))
-        entry = self._entries.get(key)
-        if entry is not None and self._still_valid(entry, positions, cell, pbc, batch):
-            return entry[-1]
+        entries = self._entries.setdefault((float(cutoff), bool(full_list)), [])
+        for k, entry in enumerate(entries):  # oldest first: the next bead of a cycle
+            if self._still_valid(entry, positions, cell, pbc, batch):
+                entries.append(entries.pop(k))
+                return entry[-1]
         found = _search(positions, cell, pbc, batch, cutoff + self.skin, full_list)
-        self._entries[key] = (positions.detach().clone(), cell.detach().clone(), pbc, batch, found)
+        entries.append((positions.detach().clone(), cell.detach().clone(), pbc, batch, found))
+        while len(entries) > 1 and (len(entries) > self.keep
+                                    or sum(len(entry[-1][0]) for entry in entries) > self.max_pairs):
+            entries.pop(0)
         self.searches += 1
         return found
 

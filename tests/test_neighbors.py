@@ -82,3 +82,20 @@ def test_model_through_the_cache_gives_the_same_energy_forces_and_virial():
         for name in ("energy", "forces", "virial"):
             torch.testing.assert_close(getattr(cached, name), getattr(fresh, name), rtol=0, atol=1e-12)
     assert cache.searches == 1
+
+
+def test_the_beads_of_a_ring_polymer_each_keep_their_pairs():
+    """i-PI sends beads one after another: each finds its own search again, every step."""
+    state, cache = testing.water_box(2, tilt=TILT, jitter=0.1), PairCache(skin=0.4, keep=4)
+    rng = np.random.default_rng(1)
+    beads = [state.positions + torch.as_tensor(rng.uniform(-0.3, 0.3, state.positions.shape)) for _ in range(4)]
+    for step in range(3):
+        for k, bead in enumerate(beads):
+            moved = replace(state, positions=bead + 0.02 * step)
+            assert found(moved, CUTOFF, cache) == brute_force(moved, CUTOFF), (step, k)
+    assert (cache.searches, cache.calls) == (4, 12)
+    for fewer in (PairCache(skin=0.4, keep=3), PairCache(skin=0.4, max_pairs=3 * len(found(state, CUTOFF + 0.4)))):
+        for step in range(2):  # room for three beads' pairs: the oldest is dropped each time
+            for bead in beads:
+                found(replace(state, positions=bead), CUTOFF, fewer)
+        assert fewer.searches == 8
