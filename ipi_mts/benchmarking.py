@@ -562,7 +562,8 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"rows": rows, "failures": failures or {}}, indent=1))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    head = [f"Measured by `{shlex.join(['ipi-mts'] + sys.argv[1:]) if sys.argv[0].endswith('ipi-mts') else shlex.join(sys.argv)}` "
+    cli = sys.argv[0].endswith(("ipi-mts", os.path.join("ipi_mts", "cli.py")))  # the script, or python -m ipi_mts.cli
+    head = [f"Measured by `{shlex.join(['ipi-mts'] + sys.argv[1:]) if cli else shlex.join(sys.argv)}` "
             f"on {len(cores) or os.cpu_count()} of the machine's {os.cpu_count()} CPU cores.", ""]
     species, names = rows[0]["species"], rows[0]["rdfs"]
     pairs = " / ".join(_pretty(n) for n in names)
