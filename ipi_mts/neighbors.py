@@ -24,8 +24,9 @@ class PairCache:
     since the search (|r_ij| ≤ |r_ij⁰| + |Δr_i| + |Δr_j|, the Verlet-list criterion). Per
     (cutoff, full_list) it keeps the last `keep` searches (fewer where they would hold more
     than `max_pairs` pairs, 40 bytes each), so that the beads of a ring polymer, which i-PI
-    sends one after another, each find their own; `searches` and `calls` count what it did. With 0.5 Å, the fast model of water-216 on a 0.5 fs step searched once every 9
-    calls (0.3 Å: every 5.6).
+    sends one after another, each find their own; `searches` and `calls` count what it did.
+    With 0.5 Å, the fast model of water-216 on a 0.5 fs step searched once every 9 calls
+    (0.3 Å: every 5.6).
     """
 
     def __init__(self, skin: float = 0.5, keep: int = 32, max_pairs: int = 2**24):
