@@ -357,6 +357,11 @@ def seed_groups(results: dict) -> dict[str, list[str]]:
     return groups
 
 
+def _t_dev_pct(row: dict, species, target) -> float:
+    """The largest deviation of a species' mean temperature from the thermostat's target, %."""
+    return max(abs(row[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0 if target else float("nan")
+
+
 def judge(results: dict, baseline: str) -> list[dict]:
     """Rows of the report: speed relative to `baseline`, and observables against 'reference'.
     Runs of several seeds per method are judged by `judge_seeds`.
@@ -390,9 +395,7 @@ def judge(results: dict, baseline: str) -> list[dict]:
                "D": r["D"], "nve_drift": r["nve_drift"],
                "nve_std": float(r["nve_trace"][1].std()) if r.get("nve_trace") else float("nan"),
                "solver": r.get("solver"), **{f"T_{sp}": r[f"T_{sp}"] for sp in species}}
-        target = r.get("target_K")
-        row["T_dev_pct"] = (max(abs(r[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0
-                            if target else float("nan"))
+        row["T_dev_pct"] = _t_dev_pct(row, species, r.get("target_K"))
         for name in names:
             row[f"rdf_{name}_chi"] = (rdf_difference(r[f"rdf_{name}"], ref[f"rdf_{name}"])["chi"]
                                       if method != "reference" else 0.0)
@@ -464,9 +467,7 @@ def judge_seeds(results: dict, baseline: str) -> list[dict]:
             else:
                 row[key] = (float(mean), float(np.sqrt(var)))
                 row[f"{key}_z"] = z(abs(mean - ref[key][0]), err)
-        target = runs[0].get("target_K")
-        row["T_dev_pct"] = (max(abs(row[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0
-                            if target else float("nan"))
+        row["T_dev_pct"] = _t_dev_pct(row, species, runs[0].get("target_K"))
         row["within_error"] = bool(max(row[f"rdf_{n}_z"] for n in names) <= 1.5
                                    and max(row[f"T_{sp}_z"] for sp in species) <= 2.0)
         rows.append(row)
@@ -599,7 +600,8 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"| {method} | stopped: {why} |" for method, why in (failures or {}).items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    traces = {runs[0]: results[runs[0]]["nve_trace"] for runs in seed_groups(results).values()
+    groups = seed_groups(results)
+    traces = {runs[0]: results[runs[0]]["nve_trace"] for runs in groups.values()
               if results[runs[0]].get("nve_trace")}  # each method's first seed
     panels = len(names) + 1 + bool(traces)
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6))
@@ -609,7 +611,6 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         axes[-1].set_xlabel("t (ps)"), axes[-1].set_ylabel("conserved − initial (meV/atom)")
         axes[-1].set_title("NVE"), axes[-1].legend(fontsize=7)
         axes = axes[:-1]
-    groups = seed_groups(results)
     for ax, name in zip(axes[:-1], names):
         for method, runs in groups.items():
             g = np.mean([results[run][f"rdf_{name}"].mean(axis=0) for run in runs], axis=0)
