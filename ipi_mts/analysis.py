@@ -86,3 +86,11 @@ def read_properties(path) -> dict[str, np.ndarray]:
                 names.append(line.split("-->")[1].split(":")[0].strip())
     data = np.loadtxt(path, ndmin=2)
     return {name: data[:, k] for k, name in enumerate(names)}
+
+
+def read_monitor(path) -> dict[str, np.ndarray]:
+    """Columns of a `.mts_monitor` / `.map_monitor` file (ipi_mts.motion.monitor) by name."""
+    with open(path) as f:
+        names = f.readline().lstrip("#").split()
+    data = np.loadtxt(path, ndmin=2)
+    return {name: data[:, k] for k, name in enumerate(names)}

@@ -258,18 +258,28 @@ def rdf_pairs(species: list[str]) -> list[tuple[str, str]]:
 
 def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     """Per-species temperature (mean, block error), every pair's RDF per frame, the
-    self-diffusion coefficient of the heaviest species, from a run's outputs."""
+    self-diffusion coefficient of the heaviest species, from a run's outputs. The temperature
+    is read where the thermostat leaves the momenta: i-PI's at the step ends (after the last
+    O of OBABO), or, with the thermostat in the innermost loop, the monitor's average over
+    the inner O steps (the step ends lie between two slow half-kicks)."""
     from ase.data import atomic_numbers
 
-    from .analysis import block_error, rdf_frames, read_properties, self_diffusion
+    from .analysis import block_error, rdf_frames, read_monitor, read_properties, self_diffusion
 
     props = read_properties(workdir / "run.out")
     keep = props["time{picosecond}"] >= equilibration_ps
     frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
     species = heaviest_first(frames[0].get_chemical_symbols())
     out = {"species": species}
+    temps = {sp: props[f"temperature{{kelvin}}({sp})"][keep] for sp in species}
+    monitor = workdir / "run.mts_monitor"
+    if monitor.is_file():  # thermostat inside: read where the O steps leave the momenta
+        mon = read_monitor(monitor)
+        if all(f"T({sp})_inner_K" in mon for sp in species):
+            kept = mon["time_ps"] >= equilibration_ps
+            temps = {sp: mon[f"T({sp})_inner_K"][kept] for sp in species}
     for sp in species:
-        mean, err = block_error(props[f"temperature{{kelvin}}({sp})"][keep])
+        mean, err = block_error(temps[sp])
         out[f"T_{sp}"] = (float(mean), float(err))
     frames = frames[int(round(equilibration_ps * 1000.0 / frame_fs)):]
     for a, b in rdf_pairs(species):

@@ -205,3 +205,40 @@ def test_seeds_see_a_bias_that_one_control_run_cannot():
     assert not rows["hot"]["within_error"] and rows["hot"]["T_H_z"] > 2.0
     assert rows["hot"]["T_H"][0] == pytest.approx(310.0, abs=3.0)
     assert rows["one-seed"]["within_error"]  # judged with the reference's seed-to-seed error
+
+
+def _write_run(folder: Path, inner_columns: bool) -> None:
+    """A run's outputs as i-PI and the mts monitor write them: 2 waters, 40 frames, 1 ps."""
+    rng = np.random.default_rng(3)
+    base = np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0], [5, 5, 5], [5.96, 5, 5], [4.76, 5.93, 5]])
+    with open(folder / "run.pos_0.xyz", "w") as f:
+        for step in range(40):
+            f.write("6\n# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0 Step: %d Bead: 0 "
+                    "positions{angstrom} cell{angstrom}\n" % step)
+            for s, x in zip("OHHOHH", base + rng.normal(0, 0.05, base.shape)):
+                f.write(f"{s} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f}\n")
+    time = np.arange(40) * 0.025
+    head = "".join(f"# column {k + 1} --> {n} : x\n" for k, n in enumerate(
+        ["time{picosecond}", "temperature{kelvin}(O)", "temperature{kelvin}(H)"]))
+    body = "".join(f"{t} {300 + k % 3} {290 + k % 5}\n" for k, t in enumerate(time))
+    (folder / "run.out").write_text(head + body)
+    cols = "# step time_ps conserved_Ha drift_meV_per_atom_ps T(O)_K T(H)_K min_distance_A"
+    rows = [f"{k} {t} 0 0 {300 + k % 3} {290 + k % 5} 0.9" for k, t in enumerate(time)]
+    if inner_columns:
+        cols += " T(O)_inner_K T(H)_inner_K"
+        rows = [r + f" {310 + k % 2} {320 - k % 4}" for k, r in enumerate(rows)]
+    (folder / "run.mts_monitor").write_text(cols + "\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("inner_columns", [False, True])
+def test_temperatures_are_read_after_the_thermostat(tmp_path, inner_columns):
+    """With the thermostat inside, the monitor's temperatures after the inner O steps are
+    judged, not i-PI's at the step ends (between two slow half-kicks)."""
+    from ipi_mts.benchmarking import analyse
+
+    _write_run(tmp_path, inner_columns)
+    out = analyse(tmp_path, equilibration_ps=0.5, frame_fs=25.0)
+    kept = np.arange(40)[np.arange(40) * 0.025 >= 0.5]
+    expected_h = (320 - kept % 4) if inner_columns else (290 + kept % 5)
+    assert out["T_H"][0] == pytest.approx(expected_h.mean(), rel=1e-12)
+    assert out["species"] == ["O", "H"] and "rdf_OH" in out

@@ -12,8 +12,12 @@ Every `stride` steps:
     step, time, conserved energy, its drift (least-squares slope since the start of this
     run, per atom) and the kinetic temperature of each species (the equipartition check: in
     equilibrium each equals the ensemble temperature), then the integrator's own columns
-    (`monitor_columns()`, e.g. a map's solver iterations and fallbacks). The same per-species temperatures are i-PI's own properties
-    `temperature(atom=O)`, which can be written in `<properties>` for any mode.
+    (`monitor_columns()`, e.g. a map's solver iterations and fallbacks). The same
+    per-species temperatures are i-PI's own properties `temperature(atom=O)`, which can be
+    written in `<properties>` for any mode. With mode='mts' and the thermostat inside, the
+    columns `T(X)_inner_K` follow: the mean since the last line of the per-species
+    temperature read right after every inner O step (mts.py explains why the step ends,
+    between two slow half-kicks, read a biased one).
 
 A failed check stops the run: i-PI's soft exit is run (outputs closed, RESTART written
 from the state i-PI stored at the end of the last completed step), then `SimulationBlewUp`
@@ -106,6 +110,32 @@ def _units():
 MTS_HINT = "try a shorter <timestep> or more inner steps in <nmts>"
 
 
+class _KineticAverage:
+    """Per-species temperatures averaged over samples: since the start and since the last
+    `interval()` call."""
+
+    def __init__(self):
+        self.total: dict[str, float] = {}
+        self.n = 0
+        self.since: dict[str, float] = {}
+        self.n_since = 0
+
+    def add(self, temps: dict) -> None:
+        for k, v in temps.items():
+            self.total[k] = self.total.get(k, 0.0) + v
+            self.since[k] = self.since.get(k, 0.0) + v
+        self.n += 1
+        self.n_since += 1
+
+    def interval(self) -> dict:
+        out = {k: v / max(self.n_since, 1) for k, v in self.since.items()}
+        self.since, self.n_since = {}, 0
+        return out
+
+    def mean(self) -> dict:
+        return {k: v / self.n for k, v in self.total.items()} if self.n else {}
+
+
 class Monitor:
     """The guard and monitor of one motion (`name`: its mode, for messages; `hint`: what to
     try when it blows up). `bind` after the integrator is bound."""
@@ -116,6 +146,7 @@ class Monitor:
         self.drift = DriftFit()
         self.tsum: dict[str, float] = {}
         self.nsamples = 0
+        self.inner = _KineticAverage()  # after each inner O step (thermostat_placement='inner')
         self.last_min_distance = float("nan")
         self.out = None
         self.stopped = None  # the message, once the guard has stopped a run
@@ -137,6 +168,8 @@ class Monitor:
             if omaker.f_start:
                 cols = ["step", "time_ps", "conserved_Ha", "drift_meV_per_atom_ps"]
                 cols += [f"T({s})_K" for s in self.species] + ["min_distance_A"]
+                if self.samples_inner():
+                    cols += [f"T({s})_inner_K" for s in self.species]
                 cols += list(self._columns())
                 self.out.out.write("# " + " ".join(cols) + "\n")
 
@@ -162,6 +195,16 @@ class Monitor:
                 kin += 0.5 * self.kb * temp * 3.0 * m[idx].sum() / m.sum()
             out[s] = 2.0 * kin / (self.kb * 3.0 * len(idx) * beads.nbeads)
         return out
+
+    def samples_inner(self) -> bool:
+        return getattr(self.ig, "thermostat_placement", None) == "inner" and bool(self.ig.thermostatted)
+
+    def after_thermostat(self) -> None:
+        """Called by an integrator right after each O step of its innermost loop (and its
+        constraints): one sample of the per-species temperature read where the thermostat
+        leaves the momenta."""
+        if self.s.stride > 0:
+            self.inner.add(self.species_temperatures())
 
     def min_distance(self) -> float:
         """Closest pair over all beads (bohr); inf when no pair is closer than the cutoff."""
@@ -243,6 +286,8 @@ class Monitor:
             ]
             vals += [f"{temps[k] * self.u['K']:.6g}" for k in self.species]
             vals += [f"{self.last_min_distance * self.u['A']:.6g}"]
+            if self.samples_inner():
+                vals += [f"{v * self.u['K']:.6g}" for v in self.inner.interval().values()]
             vals += [f"{v:.6g}" for v in self._columns().values()]
             self.out.out.write(" ".join(vals) + "\n")
             self.out.out.flush()
@@ -275,10 +320,12 @@ class Monitor:
         """Mean kinetic temperature per species (K), target (K), drift (meV/atom/ps)."""
         n = max(self.nsamples, 1)
         target = float(self.ig.ensemble.temp)
+        inner = {k: v * self.u["K"] for k, v in self.inner.mean().items()}
         return {
             "samples": self.nsamples,
             "target_K": target * self.u["K"] if target > 0 else float("nan"),
             "species_T_K": {k: v / n * self.u["K"] for k, v in self.tsum.items()},
+            "species_T_inner_K": inner or None,
             "drift_meV_per_atom_ps": self.drift_mev_per_atom_ps(),
             "mode": self.name,
             "placement": getattr(self.ig, "thermostat_placement", None),
@@ -309,4 +356,7 @@ def summary_line(simulation) -> str | None:
     target = f" (target {s['target_K']:.1f} K)" if np.isfinite(s["target_K"]) else ""
     if s["mode"] != "mts":
         return f"{s['mode']} monitor ({s['samples']} samples, {s['solver']}): {temps}{target}"
+    if s["species_T_inner_K"]:
+        inner = ", ".join(f"T({k}) {v:.1f} K" for k, v in s["species_T_inner_K"].items())
+        temps = f"{inner} after the inner O steps; at the outer-step ends {temps}"
     return f"mts monitor ({s['placement']} thermostat, {s['samples']} samples): {temps}{target}"

@@ -62,6 +62,7 @@ def simulation_xml(
     seed=31415,
     contracted=False,
     k_fast=0.01,
+    k_slow=None,
     weights=None,
     guard="",
     extra_dynamics="",
@@ -69,7 +70,8 @@ def simulation_xml(
     fixcom=False,
     properties="step, time{picosecond}, conserved, temperature{kelvin}, potential",
 ) -> str:
-    """An i-PI input. nmts=None: no <nmts> and one level (weights default to one level)."""
+    """An i-PI input. nmts=None: no <nmts> and one level (weights default to one level).
+    k_slow: the slow force is a second harmonic trap of that stiffness (a.u.), not LJ."""
     levels = 1 if nmts is None else len(nmts)
     if weights is None:
         if levels == 1:
@@ -91,6 +93,15 @@ def simulation_xml(
     n = len(CLUSTER)
     hessian = "[" + ", ".join(f"{x:g}" for x in (k_fast * np.eye(3 * n)).ravel()) + "]"
     xref = "[" + ", ".join(f"{x:.6f}" for x in REFERENCE.ravel()) + "]"
+    slow = """<fflj name='slow' pbc='false' threaded='false'>
+            <parameters>{eps: 0.00038, sigma: 6.4}</parameters>
+          </fflj>"""
+    if k_slow is not None:
+        stiff = "[" + ", ".join(f"{x:g}" for x in (k_slow * np.eye(3 * n)).ravel()) + "]"
+        slow = f"""<ffdebye name='slow'>
+            <hessian shape='({3 * n}, {3 * n})'>{stiff}</hessian>
+            <x_reference units='angstrom'>{xref}</x_reference>
+          </ffdebye>"""
     return textwrap.dedent(
         f"""\
         <simulation verbosity='quiet' safe_stride='1' floatformat='%24.16e'>
@@ -104,9 +115,7 @@ def simulation_xml(
             <hessian shape='({3 * n}, {3 * n})'>{hessian}</hessian>
             <x_reference units='angstrom'>{xref}</x_reference>
           </ffdebye>
-          <fflj name='slow' pbc='false' threaded='false'>
-            <parameters>{{eps: 0.00038, sigma: 6.4}}</parameters>
-          </fflj>
+          {slow}
           <system>
             <initialize nbeads='{nbeads}'>
               <file mode='xyz'>init.xyz</file>

@@ -358,7 +358,9 @@ def test_other_thermostats_run_in_both_placements(tmp_path, thermostat, placemen
 def test_inner_splitting_is_the_documented_sequence(tmp_path, splitting):
     """The sub-steps of one step with nmts=[1,2] and thermostat_placement='inner', as the
     class docstring states them: B0 [B1 A O A B1]^2 B0 (baoab), B0 [O B1 A B1 O]^2 B0 (obabo),
-    with B_k the kick of level k, A = qcstep + free_qstep (half the innermost step each)."""
+    with B_k the kick of level k, A = qcstep + free_qstep (half the innermost step each);
+    the monitor samples the temperature (T) right after each inner O that ends a sub-step
+    (obabo) or sits in its middle (baoab)."""
     from ipi.engine.simulation import Simulation
     from ipi.utils.softexit import softexit
 
@@ -376,15 +378,75 @@ def test_inner_splitting_is_the_documented_sequence(tmp_path, splitting):
     ig.tstep = lambda: trace.append("O")
     ig.pconstraints = lambda: None
     ig.monitor.s.stride = 0
+    ig.monitor.after_thermostat = lambda: trace.append("T")  # the inner temperature sample
     ig.step(0)
     trace = " ".join(trace).replace("qc free", "A/2").split()
     if splitting == "baoab":
-        inner = ["B1", "A/2", "O", "A/2", "B1"]
+        inner = ["B1", "A/2", "O", "T", "A/2", "B1"]
     else:
-        inner = ["O", "B1", "A/2", "A/2", "B1", "O"]
+        inner = ["O", "B1", "A/2", "A/2", "B1", "O", "T"]
     assert trace == ["B0"] + inner * 2 + ["B0"]
     assert ig.tdt == pytest.approx(ig.dt / 2 * (0.5 if splitting == "obabo" else 1.0), rel=1e-14)
     assert ig.qdt == pytest.approx(ig.dt / 4, rel=1e-14)  # A/2 = half of the innermost step
+
+
+def _linear_respa_kinetic(m, k_fast, k_slow, dt, n, tau):
+    """Exact stationary <p²>/(m kT) of one harmonic degree of freedom under
+    B_s(Δt/2) [O(δ/2) B_f(δ/2) A(δ) B_f(δ/2) O(δ/2)]^n B_s(Δt/2) (Langevin O, friction 1/τ,
+    all in a.u.): at the step ends, and averaged over the n points after each second O.
+    The step is linear in (q, p) plus Gaussian noise, so Σ = M Σ Mᵀ + Q (discrete Lyapunov)."""
+    from scipy.linalg import solve_discrete_lyapunov
+
+    d = dt / n
+    c = np.exp(-d / (2 * tau))
+    none = np.zeros((2, 2))
+
+    def kick(k, t):
+        return np.array([[1.0, 0.0], [-k * t, 1.0]]), none
+
+    drift = np.array([[1.0, d / m], [0.0, 1.0]]), none
+    o_step = np.diag([1.0, c]), np.diag([0.0, (1 - c * c) * m])
+    inner_step = [o_step, kick(k_fast, d / 2), drift, kick(k_fast, d / 2), o_step, "sample"]
+    M, Q, marks = np.eye(2), np.zeros((2, 2)), []
+    for op in [kick(k_slow, dt / 2)] + inner_step * n + [kick(k_slow, dt / 2)]:
+        if isinstance(op, str):
+            marks.append((M.copy(), Q.copy()))
+        else:
+            M, Q = op[0] @ M, op[0] @ Q @ op[0].T + op[1]
+    sigma = solve_discrete_lyapunov(M, Q)
+    inner = np.mean([(Mk @ sigma @ Mk.T + Qk)[1, 1] for Mk, Qk in marks])
+    return sigma[1, 1] / m, inner / m
+
+
+def test_inner_placement_kinetic_temperature_is_read_after_the_o_steps(tmp_path):
+    """Inner Langevin placement on two harmonic traps (fast k, slow k/11), Δt = 100 fs,
+    nmts=[1,5]: each Cartesian degree of freedom is a linear stochastic map, whose exact
+    stationary kinetic temperature is known. At the outer-step ends (between two slow
+    half-kicks) it is cold (Ne: 0.90 T), after the inner O steps it is right (1.01 T); the
+    monitor reports both, per species, as the exact calculation predicts."""
+    from ipi.utils.units import unit_to_internal
+
+    target, k_fast, tau_fs, dt_fs, n = 60.0, 0.01, 200.0, 100.0, 5
+    xml = h.simulation_xml(
+        placement="inner", thermostat="langevin", tau_fs=tau_fs, nmts=(1, n), dt_fs=dt_fs, steps=1500,
+        temperature=target, k_fast=k_fast, k_slow=k_fast / 11, guard="<mts_guard><stride>1</stride></mts_guard>",
+        properties="step",
+    )
+    q, p, e, sim = h.run_inprocess(xml, tmp_path)
+    s = mts_motion.summary(sim)
+    fs = unit_to_internal("time", "femtosecond", 1.0)
+    amu = unit_to_internal("mass", "dalton", 1.0)
+    for species, mass in (("Ar", 39.948), ("Ne", 20.1797)):
+        ends, inner = _linear_respa_kinetic(mass * amu, k_fast, k_fast / 11, dt_fs * fs, n, tau_fs * fs)
+        got_ends, got_inner = s["species_T_K"][species] / target, s["species_T_inner_K"][species] / target
+        print(f"{species}: ends {got_ends:.4f} (exact {ends:.4f}), inner {got_inner:.4f} (exact {inner:.4f})")
+        assert got_ends == pytest.approx(ends, abs=0.04)
+        assert got_inner == pytest.approx(inner, abs=0.04)
+        assert got_inner - got_ends == pytest.approx(inner - ends, abs=0.015)
+    assert s["species_T_inner_K"]["Ne"] / target - 1 < 0.03 < 1 - s["species_T_K"]["Ne"] / target
+    header = (tmp_path / "sim.mts_monitor").read_text().splitlines()[0]
+    assert header.endswith("T(Ar)_inner_K T(Ne)_inner_K")
+    assert "after the inner O steps; at the outer-step ends" in mts_motion.summary_line(sim)
 
 
 # ----------------------------------------------------------------------------- restart
