@@ -1,5 +1,5 @@
 """Observables of MD trajectories, with block-average statistical errors: radial distribution
-functions, self-diffusion, and means of i-PI properties."""
+functions, self-diffusion, the configurational temperature, and means of i-PI properties."""
 
 from __future__ import annotations
 
@@ -94,3 +94,32 @@ def read_monitor(path) -> dict[str, np.ndarray]:
         names = f.readline().lstrip("#").split()
     data = np.loadtxt(path, ndmin=2)
     return {name: data[:, k] for k, name in enumerate(names)}
+
+
+def configurational_sums(model, frames, probes: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per frame and species s, Σ_{i∈s} |F_i|² (eV²/Å²) and Σ_{i∈s} Δ_i E (eV/Å², Hutchinson
+    with `probes` probes, `potentials.forces_and_laplacian`) for ASE `frames`: the two sums of
+    the configurational temperature, {s: array (n_frames, 2)}."""
+    import torch
+
+    from .potentials import forces_and_laplacian
+    from .state import State
+
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, list] = {}
+    for atoms in frames:
+        forces, lap = forces_and_laplacian(model, State.from_ase([atoms]), probes, generator)
+        f2, lap = (forces.double() ** 2).sum(1).cpu().numpy(), lap.double().cpu().numpy()
+        symbols = np.array(atoms.get_chemical_symbols())
+        for s in dict.fromkeys(symbols):
+            out.setdefault(s, []).append((f2[symbols == s].sum(), lap[symbols == s].sum()))
+    return {s: np.array(v) for s, v in out.items()}
+
+
+def configurational_temperature(sums: np.ndarray) -> float:
+    """T_conf = ⟨Σ|F_i|²⟩ / (k_B ⟨Σ Δ_i E⟩) (K) from `configurational_sums` of one species:
+    in the canonical ensemble ⟨|F_i|²⟩ = k_B T ⟨Δ_i E⟩ for every atom (integration by parts),
+    so T_conf checks the sampled positions, without the momenta."""
+    from .units import KB_EV_PER_K
+
+    return float(sums[:, 0].mean() / (KB_EV_PER_K * sums[:, 1].mean()))

@@ -321,7 +321,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     results, failures = {}, {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))
     for method in tqdm(methods, desc="methods", disable=quiet, file=sys.stderr):
-        case = root / method.replace(":", "-").replace("@", "-seed-")
+        case = root / run_folder(method)
         name, _, seed = method.partition("@")
         seed = int(seed) if seed else 7
         common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature, fast=fast)
@@ -346,6 +346,11 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     failed = {run.partition("@")[0] for run in failures}  # a method that blew up with any seed
     results = {run: r for run, r in results.items() if run.partition("@")[0] not in failed}
     return judge(results, baseline), results, failures
+
+
+def run_folder(method: str) -> str:
+    """The folder of a run in a benchmark's workdir: 'pair:2.5:inner@8' -> 'pair-2.5-inner-seed-8'."""
+    return method.replace(":", "-").replace("@", "-seed-")
 
 
 def with_seeds(methods: list[str], seeds: int = 1) -> list[str]:

@@ -16,6 +16,7 @@ EV_PER_HARTREE = 1.0 / HARTREE_PER_EV
 FORCE_WIRE_PER_MODEL = HARTREE_PER_EV / BOHR_PER_ANGSTROM  # (Ha/bohr) per (eV/Å)
 FEMTOSECOND = unit_to_internal("time", "femtosecond", 1.0)  # atomic time units per fs
 AMU = unit_to_internal("mass", "dalton", 1.0)  # electron masses per dalton
+KB_EV_PER_K = EV_PER_HARTREE * unit_to_internal("temperature", "kelvin", 1.0)  # Boltzmann, eV/K
 
 
 def cell_from_wire(h_bohr):

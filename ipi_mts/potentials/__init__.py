@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from .base import EnergyModel, Evaluation, evaluate
+from .base import EnergyModel, Evaluation, evaluate, forces_and_laplacian
 
 # name -> (module, class, fixed keyword arguments)
 REFERENCE_POTENTIALS = {
@@ -109,6 +109,7 @@ __all__ = [
     "EnergyModel",
     "Evaluation",
     "evaluate",
+    "forces_and_laplacian",
     "load_potential",
     "model_path",
     "shipped_models",

@@ -7,7 +7,8 @@ Every potential is an `EnergyModel`: it maps a `State` to one energy per structu
     W   = -dE/dε  at ε = 0,  r -> r (1 + ε)ᵀ, cell -> cell (1 + ε)ᵀ   (eV)
 
 so W_ab = Σ_i F_ia r_ib for a pair potential: i-PI's virial (an energy, not divided by the
-volume, Σ f ⊗ r).
+volume, Σ f ⊗ r). `forces_and_laplacian` adds each atom's Laplacian Δ_i E = Σ_a ∂²E/∂r_ia²
+(for the configurational temperature).
 """
 
 from __future__ import annotations
@@ -80,3 +81,24 @@ def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Ev
     forces = -grad_r if grad_r is not None else torch.zeros_like(positions)
     virial = -grad_e if grad_e is not None else torch.zeros_like(state.cell)
     return Evaluation(energy=energy, forces=forces, virial=virial)
+
+
+def forces_and_laplacian(model: EnergyModel, state: State, probes: int = 1, generator=None):
+    """Forces F = -∂E/∂r (n_atoms, 3) and each atom's Laplacian Δ_i E = Σ_a ∂²E/∂r_ia²
+    (n_atoms,), eV/Å², by Hutchinson's estimator over `probes` random z (±1 per coordinate):
+
+        Δ_i E ≈ mean_z Σ_a z_ia (H z)_ia,    H z = ∂(∂E/∂r · z)/∂r   (a double backward)
+
+    unbiased (E[z z^T] = 1) and exact when H has no coupling between coordinates; the
+    couplings add zero-mean noise that averages out over atoms and frames."""
+    with torch.enable_grad():
+        positions = state.positions.detach().requires_grad_(True)
+        energy = model.energy(replace(state, positions=positions))
+        (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
+        lap = torch.zeros(len(positions), dtype=positions.dtype, device=positions.device)
+        for k in range(probes):
+            z = torch.randint(0, 2, positions.shape, generator=generator, dtype=positions.dtype) * 2 - 1
+            z = z.to(positions.device)
+            (hz,) = torch.autograd.grad(grad, positions, grad_outputs=z, retain_graph=k + 1 < probes)
+            lap += (z * hz).sum(dim=1)
+    return -grad.detach(), lap / probes

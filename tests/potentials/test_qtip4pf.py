@@ -108,6 +108,29 @@ def test_forces_match_finite_differences_triclinic():
     testing.assert_forces_match_finite_differences(QTIP4PF("full"), state, atol=2e-5)
 
 
+def test_hessian_matches_finite_differences_of_forces():
+    """Second derivatives by autograd (the configurational temperature's Laplacian needs
+    them): columns of the Hessian equal central differences of the forces, and it is
+    symmetric."""
+    from dataclasses import replace
+
+    state = testing.water_box(2, seed=5)
+    model = QTIP4PF("full")
+    flat = state.positions.detach().reshape(-1)
+    hessian = torch.autograd.functional.hessian(
+        lambda x: model.energy(replace(state, positions=x.reshape(-1, 3))).sum(), flat
+    ).numpy()
+    assert np.allclose(hessian, hessian.T, atol=1e-8)
+    h = 1e-4
+    for k in (0, 4, 11, 23, 50):
+        step = torch.zeros_like(flat)
+        step[k] = h
+        plus = evaluate(model, replace(state, positions=(flat + step).reshape(-1, 3))).forces
+        minus = evaluate(model, replace(state, positions=(flat - step).reshape(-1, 3))).forces
+        column = -((plus - minus) / (2 * h)).reshape(-1).numpy()
+        assert np.allclose(hessian[:, k], column, rtol=1e-5, atol=1e-5), k
+
+
 @pytest.mark.parametrize("part", ["full", "intra", "inter"])
 def test_virial_matches_finite_strain_triclinic(part):
     state = testing.water_box(2, tilt=TILT, seed=5)
