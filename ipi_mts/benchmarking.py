@@ -81,6 +81,7 @@ class Method(NamedTuple):
     ffs: list  # [(forcefield, model, component, mts weights or None)]
     placement: str | None = None  # thermostat placement of MTS ('inner'), None for i-PI's
     map_model: str | None = None  # mode='learned_map' with this model
+    splitting: str | None = None  # mode='mts' splitting ('baoab'), None for i-PI's default (obabo)
 
 
 def map_stride_fs(model: str) -> float:
@@ -93,9 +94,9 @@ def map_stride_fs(model: str) -> float:
 
 def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     """A method's time step, levels, forcefields and dynamics: 'reference' or 'conventional'
-    (one model at the inner step), 'pair:Δt[:inner]' / 'split:Δt[:inner]' (the learned pair's
-    fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with outer step
-    Δt fs), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
+    (one model at the inner step), 'pair:Δt[:inner[:baoab]]' / 'split:Δt[:inner[:baoab]]' (the
+    learned pair's fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with
+    outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or baoab), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
     reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
     'direct:MODEL' (that map's direct predictor alone, no solve)."""
     kind, _, rest = method.partition(":")
@@ -110,6 +111,9 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
         model = resolved_model(rest)
         return Method(map_stride_fs(rest), None, reference, map_model=model if kind == "map" else f"direct:{model}")
     outer_text, _, placement = rest.partition(":")
+    placement, _, splitting = placement.partition(":")
+    if splitting not in ("", "obabo", "baoab") or (splitting and placement != "inner"):
+        raise UserError(f"unknown benchmark method {method!r} (a splitting follows ':inner': obabo or baoab)")
     outer = float(outer_text)
     n_inner = outer / inner_fs
     if abs(n_inner - round(n_inner)) > 1e-9 or n_inner < 1:
@@ -121,7 +125,7 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     else:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
-    return Method(outer, int(round(n_inner)), ffs, placement or None)
+    return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None)
 
 
 def resolved_model(model: str) -> str:
@@ -171,6 +175,7 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         mode, attrs = "learned_map", f" model='{m.map_model}'"
     elif m.placement:
         mode, attrs = "mts", f" thermostat_placement='{m.placement}'"
+        attrs += f" splitting='{m.splitting}'" if m.splitting else ""
     steps = int(round(time_ps * 1000.0 / m.dt))
     thermo = ""
     if ensemble == "nvt":
@@ -331,7 +336,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
             nvt = run_method(case / "nvt", xml)
             nve = {"drift_meV_per_atom_ps": float("nan")}
             trace = None
-            if nve_ps > 0 and not method.endswith(":inner"):  # NVE does not depend on the placement
+            if nve_ps > 0 and parse_method(name, models, inner_fs).placement != "inner":  # NVE: placement-free
                 nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", **common)[0])
                 trace = nve_trace(case / "nve", n_atoms)
         except UserError as error:  # a method that blows up is a result, not the end of the benchmark

@@ -15,8 +15,12 @@ def test_methods_map_to_time_steps_and_levels():
     m = parse_method("split:3:inner", MODELS)
     assert (m.dt, m.n_inner, m.placement) == (3.0, 6, "inner")
     assert [f[1] for f in m.ffs] == ["qtip4pf-inter", "qtip4pf-intra"]
+    m = parse_method("pair:2.5:inner:baoab", MODELS)
+    assert (m.dt, m.n_inner, m.placement, m.splitting) == (2.5, 5, "inner", "baoab")
+    with pytest.raises(UserError, match="a splitting follows ':inner'"):
+        parse_method("pair:2:outer:baoab", MODELS)
     m = parse_method("pair:2", MODELS)
-    assert (m.dt, m.n_inner, m.placement) == (2.0, 4, None)
+    assert (m.dt, m.n_inner, m.placement, m.splitting) == (2.0, 4, None, None)
     assert [(f[1], f[2]) for f in m.ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
     m = parse_method("midpoint:4", MODELS)
     assert (m.dt, m.map_model, m.ffs[0][1]) == (4.0, "midpoint:qtip4pf", "qtip4pf")
@@ -84,7 +88,7 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     xml, dt = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l")
     root = ET.fromstring(xml)
     dyn = root.find("system/motion/dynamics")
-    assert dyn.get("mode") == "mts" and dyn.get("thermostat_placement") == "inner"
+    assert dyn.get("mode") == "mts" and dyn.get("thermostat_placement") == "inner" and dyn.get("splitting") is None
     assert dyn.findtext("nmts").strip() == "[1, 8]" and root.findtext("total_steps") == "250"
     assert dyn.find("thermostat").get("mode") == "pile_l"
     assert float(dyn.findtext("thermostat/tau")) == 100.0  # THERMOSTAT_TAU_FS, unless asked
@@ -94,6 +98,8 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     xml, _ = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nve")
     dyn = ET.fromstring(xml).find("system/motion/dynamics")
     assert dyn.get("mode") == "mts" and dyn.find("thermostat") is None  # NVE: placement is moot
+    xml, _ = method_xml("split:4:inner:baoab", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l")
+    assert ET.fromstring(xml).find("system/motion/dynamics").get("splitting") == "baoab"
     xml, dt = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.5, "nvt")
     assert dt == 0.5 and "{model: water-baseline}" in xml
     assert "temperature{kelvin}(O), temperature{kelvin}(H)," in xml
