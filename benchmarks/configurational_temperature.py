@@ -7,7 +7,8 @@ kinetic at the step ends (i-PI's `temperature(atom=X)`), kinetic after the inner
 which reads the sampled positions alone (`analysis.configurational_sums`; each method's
 own Hamiltonian: q-TIP4P/F for the reference and the physics split, the pair's
 E_fast + E_slow for 'pair:*'). With MTS the momenta differ from point to point of the step;
-the positions are what the run samples.
+the positions are what the run samples. Each run's result is kept in its folder
+(temperatures.json) and reused with the same settings.
 
     OMP_NUM_THREADS=1 python benchmarks/configurational_temperature.py \\
         --workdir runs/bench/placement-inner-T --seeds 8 \\
@@ -37,8 +38,14 @@ def hamiltonian(method: str, reference: str) -> str:
             "split": "qtip4pf", "vv": reference}[kind]
 
 
-def run_temperatures(folder: Path, model, equilibration_ps, frame_fs, every, probes, seed) -> dict:
-    """{kind: {species: K}} of one finished run."""
+def run_temperatures(folder: Path, model, equilibration_ps, frame_fs, every, probes, seed, key) -> dict:
+    """{kind: {species: K}} of one finished run; kept in the run's folder as temperatures.json
+    and reused while `key` (the model and these settings) is the same."""
+    cache = folder / "temperatures.json"
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key:
+            return kept["result"]
     props = read_properties(folder / "run.out")
     keep = props["time{picosecond}"] >= equilibration_ps
     frames = list(read_frames_xyz(folder / "run.pos_0.xyz"))[int(round(equilibration_ps * 1000 / frame_fs))::every]
@@ -53,6 +60,7 @@ def run_temperatures(folder: Path, model, equilibration_ps, frame_fs, every, pro
     sums = configurational_sums(model, frames, probes=probes, seed=seed)
     out["conf"] = {s: configurational_temperature(sums[s]) for s in species}
     out["frames"] = len(frames)
+    cache.write_text(json.dumps({"key": key, "result": out}))
     return out
 
 
@@ -113,8 +121,10 @@ def main():
         folder = Path(args.workdir) / run_folder(run) / "nvt"
         if not (folder / "RESTART").is_file():
             raise SystemExit(f"configurational_temperature: {folder} holds no finished run")
+        key = {"model": hamiltonian(method, args.reference), "equilibration_ps": args.equilibration_ps,
+               "frame_fs": args.frame_fs, "every": args.every, "probes": args.probes}
         per_run[run] = run_temperatures(folder, models[method], args.equilibration_ps, args.frame_fs,
-                                        args.every, args.probes, seed=len(per_run))
+                                        args.every, args.probes, seed=len(per_run), key=key)
     summary = {m: summarise([r for k, r in per_run.items() if k.partition("@")[0] == m]) for m in methods}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
