@@ -110,7 +110,7 @@ def _units():
 MTS_HINT = "try a shorter <timestep> or more inner steps in <nmts>"
 
 
-class _KineticAverage:
+class _SpeciesAverage:
     """Per-species temperatures averaged over samples: since the start and since the last
     `interval()` call."""
 
@@ -144,9 +144,8 @@ class Monitor:
         self.s = settings
         self.name, self.hint = name, hint
         self.drift = DriftFit()
-        self.tsum: dict[str, float] = {}
-        self.nsamples = 0
-        self.inner = _KineticAverage()  # after each inner O step (thermostat_placement='inner')
+        self.ends = _SpeciesAverage()  # at the step ends, every `stride` steps
+        self.inner = _SpeciesAverage()  # after each inner O step (thermostat_placement='inner')
         self.last_min_distance = float("nan")
         self.out = None
         self.stopped = None  # the message, once the guard has stopped a run
@@ -274,9 +273,7 @@ class Monitor:
         econs = float(ig.ensemble.econs)
         self.drift.add(time, econs)
         temps = self.species_temperatures()
-        for k, v in temps.items():
-            self.tsum[k] = self.tsum.get(k, 0.0) + v
-        self.nsamples += 1
+        self.ends.add(temps)
         if self.out is not None and self.out.out is not None:
             vals = [
                 f"{step + 1:d}",
@@ -287,7 +284,8 @@ class Monitor:
             vals += [f"{temps[k] * self.u['K']:.6g}" for k in self.species]
             vals += [f"{self.last_min_distance * self.u['A']:.6g}"]
             if self.samples_inner():
-                vals += [f"{v * self.u['K']:.6g}" for v in self.inner.interval().values()]
+                inner = self.inner.interval()
+                vals += [f"{inner.get(k, float('nan')) * self.u['K']:.6g}" for k in self.species]
             vals += [f"{v:.6g}" for v in self._columns().values()]
             self.out.out.write(" ".join(vals) + "\n")
             self.out.out.flush()
@@ -318,13 +316,12 @@ class Monitor:
 
     def summary(self) -> dict:
         """Mean kinetic temperature per species (K), target (K), drift (meV/atom/ps)."""
-        n = max(self.nsamples, 1)
         target = float(self.ig.ensemble.temp)
         inner = {k: v * self.u["K"] for k, v in self.inner.mean().items()}
         return {
-            "samples": self.nsamples,
+            "samples": self.ends.n,
             "target_K": target * self.u["K"] if target > 0 else float("nan"),
-            "species_T_K": {k: v / n * self.u["K"] for k, v in self.tsum.items()},
+            "species_T_K": {k: v * self.u["K"] for k, v in self.ends.mean().items()},
             "species_T_inner_K": inner or None,
             "drift_meV_per_atom_ps": self.drift_mev_per_atom_ps(),
             "mode": self.name,
