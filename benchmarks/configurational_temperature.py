@@ -33,9 +33,13 @@ LABELS = {"ends": "kinetic, step ends", "inner": "kinetic, after inner O", "conf
 
 
 def hamiltonian(method: str, reference: str) -> str:
+    """The potential whose Boltzmann distribution a method's run samples."""
     kind = method.partition(":")[0]
-    return {"reference": reference, "conventional": "water-baseline", "pair": "water-pair",
-            "split": "qtip4pf", "vv": reference}[kind]
+    models = {"reference": reference, "conventional": "water-baseline", "pair": "water-pair",
+              "split": "qtip4pf", "vv": reference, "map": reference, "direct": reference, "midpoint": reference}
+    if kind not in models:
+        raise SystemExit(f"configurational_temperature: unknown method {method!r}")
+    return models[kind]
 
 
 def run_temperatures(folder: Path, model, equilibration_ps, frame_fs, every, probes, seed, key) -> dict:
