@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ipi_mts.analysis import (configurational_sums, configurational_temperature, read_monitor,
-                              read_properties)
-from ipi_mts.benchmarking import heaviest_first, read_frames_xyz, run_folder, with_seeds
+from ipi_mts.analysis import configurational_sums, configurational_temperature
+from ipi_mts.benchmarking import heaviest_first, read_frames_xyz, run_folder, temperature_series, with_seeds
 from ipi_mts.potentials import load_potential
 
 KINDS = ("ends", "inner", "conf")
@@ -50,17 +49,12 @@ def run_temperatures(folder: Path, model, equilibration_ps, frame_fs, every, pro
         kept = json.loads(cache.read_text())
         if kept.get("key") == key:
             return kept["result"]
-    props = read_properties(folder / "run.out")
-    keep = props["time{picosecond}"] >= equilibration_ps
     frames = list(read_frames_xyz(folder / "run.pos_0.xyz"))[int(round(equilibration_ps * 1000 / frame_fs))::every]
     species = heaviest_first(frames[0].get_chemical_symbols())
-    out = {"ends": {s: float(props[f"temperature{{kelvin}}({s})"][keep].mean()) for s in species}}
-    monitor = folder / "run.mts_monitor"
-    if monitor.is_file():
-        mon = read_monitor(monitor)
-        if all(f"T({s})_inner_K" in mon for s in species):
-            kept = mon["time_ps"] >= equilibration_ps
-            out["inner"] = {s: float(mon[f"T({s})_inner_K"][kept].mean()) for s in species}
+    ends, inner = temperature_series(folder, equilibration_ps, species)
+    out = {"ends": {s: float(ends[s].mean()) for s in species}}
+    if inner is not None:
+        out["inner"] = {s: float(inner[s].mean()) for s in species}
     sums = configurational_sums(model, frames, probes=probes, seed=seed)
     out["conf"] = {s: configurational_temperature(sums[s]) for s in species}
     out["frames"] = len(frames)

@@ -96,7 +96,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     """A method's time step, levels, forcefields and dynamics: 'reference' or 'conventional'
     (one model at the inner step), 'pair:Δt[:inner[:baoab]]' / 'split:Δt[:inner[:baoab]]' (the
     learned pair's fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with
-    outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or baoab), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
+    outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or
+    baoab), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
     reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
     'direct:MODEL' (that map's direct predictor alone, no solve)."""
     kind, _, rest = method.partition(":")
@@ -261,6 +262,24 @@ def rdf_pairs(species: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(species) for b in species[i:]]
 
 
+def temperature_series(workdir: Path, equilibration_ps: float, species) -> tuple[dict, dict | None]:
+    """A run's per-species kinetic temperatures (K) after `equilibration_ps`: i-PI's at the
+    step ends, and, with the thermostat in the innermost loop, the mts monitor's averages over
+    the inner O steps (None otherwise). {species: array} each."""
+    from .analysis import read_monitor, read_properties
+
+    props = read_properties(workdir / "run.out")
+    keep = props["time{picosecond}"] >= equilibration_ps
+    ends = {sp: props[f"temperature{{kelvin}}({sp})"][keep] for sp in species}
+    monitor = workdir / "run.mts_monitor"
+    if monitor.is_file():
+        mon = read_monitor(monitor)
+        if all(f"T({sp})_inner_K" in mon for sp in species):
+            kept = mon["time_ps"] >= equilibration_ps
+            return ends, {sp: mon[f"T({sp})_inner_K"][kept] for sp in species}
+    return ends, None
+
+
 def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     """Per-species temperature (mean, block error), every pair's RDF per frame, the
     self-diffusion coefficient of the heaviest species, from a run's outputs. The temperature
@@ -269,20 +288,13 @@ def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     the inner O steps (the step ends lie between two slow half-kicks)."""
     from ase.data import atomic_numbers
 
-    from .analysis import block_error, rdf_frames, read_monitor, read_properties, self_diffusion
+    from .analysis import block_error, rdf_frames, self_diffusion
 
-    props = read_properties(workdir / "run.out")
-    keep = props["time{picosecond}"] >= equilibration_ps
     frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
     species = heaviest_first(frames[0].get_chemical_symbols())
     out = {"species": species}
-    temps = {sp: props[f"temperature{{kelvin}}({sp})"][keep] for sp in species}
-    monitor = workdir / "run.mts_monitor"
-    if monitor.is_file():  # thermostat inside: read where the O steps leave the momenta
-        mon = read_monitor(monitor)
-        if all(f"T({sp})_inner_K" in mon for sp in species):
-            kept = mon["time_ps"] >= equilibration_ps
-            temps = {sp: mon[f"T({sp})_inner_K"][kept] for sp in species}
+    ends, inner = temperature_series(workdir, equilibration_ps, species)
+    temps = inner or ends  # thermostat inside: where the O steps leave the momenta
     for sp in species:
         mean, err = block_error(temps[sp])
         out[f"T_{sp}"] = (float(mean), float(err))
