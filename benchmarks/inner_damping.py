@@ -6,14 +6,9 @@ folder's reference, control and conventional runs (`benchmarking.judge`):
     pile_l-baoab   the same PILE_L, splitting='baoab' (O in the middle of the inner drift)
     gle[-baoab]    a high-pass GLE (i-PI's mode='gle', one auxiliary momentum) instead of PILE_L
 
-The GLE's drift matrix, with the canonical covariance C = kT (i-PI's default):
-
-    A = [[γ_h, b], [b, ω_c]],  b² = ω_c (γ_h − γ_0)
-
-gives the memory-kernel friction γ(ω) = γ_h − b² ω_c / (ω_c² + ω²): γ_0 at ω = 0 (as
-PILE_L's 1/τ, so that diffusion stays comparable) rising to γ_h above ω_c, which damps the
-O–H stretch and the bend, whose resonance with the outer step limits it (Morrone, Markland,
-Ceriotti, Berne, J. Chem. Phys. 134, 014103 (2011) stabilise MTS with colored noise too).
+The GLE is `benchmarking.highpass_gle` (its docstring has the drift matrix): friction 1/τ at
+low frequencies rising to `--gamma-high-fs` above `--cutoff-cm`. The same runs with several seeds
+are the benchmark's methods 'pair:Δt:inner[:baoab]:gle' (`benchmarks/placement_seeds.py`).
 
     python benchmarks/inner_damping.py --workdir runs/bench/placement-pair --outer 2.5,3
 
@@ -24,27 +19,16 @@ import argparse
 import re
 from pathlib import Path
 
-import numpy as np
-
-from ipi_mts import benchmarking, units
+from ipi_mts import benchmarking
 
 VARIANTS = ("pile_l-baoab", "gle", "gle-baoab")
-
-
-def highpass_gle(gamma_low_fs: float, gamma_high_fs: float, cutoff_cm: float) -> np.ndarray:
-    """The 2x2 GLE drift matrix A (atomic units) of the docstring: friction γ_0 = `gamma_low_fs`
-    (1/fs) at low frequencies, γ_h = `gamma_high_fs` above ω_c = `cutoff_cm` (cm⁻¹)."""
-    omega_c = 2.0 * np.pi * 2.99792458e-5 * cutoff_cm  # rad/fs (c = 2.99792458e-5 cm/fs, exact)
-    b = np.sqrt(omega_c * (gamma_high_fs - gamma_low_fs))
-    return np.array([[gamma_high_fs, b], [b, omega_c]]) / units.FEMTOSECOND
 
 
 def variant_xml(base: str, variant: str, gamma_low_fs: float, gamma_high_fs: float, cutoff_cm: float) -> str:
     """The input of `variant` made from the PILE_L inner-placement input `base`."""
     xml = base
     if variant.startswith("gle"):
-        a = highpass_gle(gamma_low_fs, gamma_high_fs, cutoff_cm).ravel()
-        gle = "<thermostat mode='gle'><A shape='(2,2)'>[" + ", ".join(f"{x:.10e}" for x in a) + "]</A></thermostat>"
+        gle = benchmarking.highpass_gle_xml(gamma_low_fs, gamma_high_fs, cutoff_cm)
         xml, n = re.subn(r"<thermostat mode='pile_l'>.*?</thermostat>", gle, xml)
         if n != 1:
             raise SystemExit("the base input has no PILE_L thermostat")

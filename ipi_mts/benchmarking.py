@@ -82,6 +82,7 @@ class Method(NamedTuple):
     placement: str | None = None  # thermostat placement of MTS ('inner'), None for i-PI's
     map_model: str | None = None  # mode='learned_map' with this model
     splitting: str | None = None  # mode='mts' splitting ('baoab'), None for i-PI's default (obabo)
+    gle: bool = False  # the high-pass GLE (`highpass_gle`) in place of the benchmark's thermostat
 
 
 def map_stride_fs(model: str) -> float:
@@ -97,7 +98,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     (one model at the inner step), 'pair:Δt[:inner[:baoab]]' / 'split:Δt[:inner[:baoab]]' (the
     learned pair's fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with
     outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or
-    baoab), 'vv:Δt' (the reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
+    baoab; a final ':gle': the high-pass GLE of `highpass_gle` as the thermostat), 'vv:Δt' (the
+    reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
     reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
     'direct:MODEL' (that map's direct predictor alone, no solve)."""
     kind, _, rest = method.partition(":")
@@ -112,9 +114,11 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
         model = resolved_model(rest)
         return Method(map_stride_fs(rest), None, reference, map_model=model if kind == "map" else f"direct:{model}")
     outer_text, _, placement = rest.partition(":")
+    gle = placement == "gle" or placement.endswith(":gle")
+    placement = placement.removesuffix("gle").removesuffix(":") if gle else placement
     placement, _, splitting = placement.partition(":")
     if splitting not in ("", "obabo", "baoab") or (splitting and placement != "inner"):
-        raise UserError(f"unknown benchmark method {method!r} (a splitting follows ':inner': obabo or baoab)")
+        raise UserError(f"unknown benchmark method {method!r} (a splitting follows ':inner': obabo or baoab; ':gle' comes last)")
     outer = float(outer_text)
     n_inner = outer / inner_fs
     if abs(n_inner - round(n_inner)) > 1e-9 or n_inner < 1:
@@ -126,7 +130,7 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     else:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
-    return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None)
+    return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None, gle=gle)
 
 
 def resolved_model(model: str) -> str:
@@ -160,6 +164,29 @@ def frame_stride(frame_fs: float, dt: float) -> int:
     return max(1, int(round(frame_fs / dt)))
 
 
+def highpass_gle(gamma_low_fs: float, gamma_high_fs: float = 0.1, cutoff_cm: float = 1600.0) -> np.ndarray:
+    """The drift matrix A (atomic units) of a GLE with one auxiliary momentum and the canonical
+    covariance C = kT (i-PI's mode='gle' default) that damps high frequencies harder:
+
+        A = [[γ_h, b], [b, ω_c]],  b² = ω_c (γ_h − γ_0),  γ(ω) = γ_h − b² ω_c / (ω_c² + ω²)
+
+    friction γ_0 = `gamma_low_fs` (1/fs) at ω = 0 (as PILE_L's 1/τ, so that diffusion stays
+    comparable), rising to γ_h = `gamma_high_fs` above ω_c = `cutoff_cm` (cm⁻¹): the O–H stretch
+    and the bend, whose resonance with the outer step limits MTS (Morrone, Markland, Ceriotti,
+    Berne, J. Chem. Phys. 134, 014103 (2011) stabilise MTS with coloured noise too)."""
+    from . import units
+
+    omega_c = 2.0 * np.pi * 2.99792458e-5 * cutoff_cm  # rad/fs (c = 2.99792458e-5 cm/fs, exact)
+    b = np.sqrt(omega_c * (gamma_high_fs - gamma_low_fs))
+    return np.array([[gamma_high_fs, b], [b, omega_c]]) / units.FEMTOSECOND
+
+
+def highpass_gle_xml(gamma_low_fs: float, gamma_high_fs: float = 0.1, cutoff_cm: float = 1600.0) -> str:
+    """i-PI's `<thermostat mode='gle'>` element with the drift matrix of `highpass_gle`."""
+    a = ", ".join(f"{x:.10e}" for x in highpass_gle(gamma_low_fs, gamma_high_fs, cutoff_cm).ravel())
+    return f"<thermostat mode='gle'><A shape='(2,2)'>[{a}]</A></thermostat>"
+
+
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
                inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process"):
     """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
@@ -179,7 +206,9 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         attrs += f" splitting='{m.splitting}'" if m.splitting else ""
     steps = int(round(time_ps * 1000.0 / m.dt))
     thermo = ""
-    if ensemble == "nvt":
+    if ensemble == "nvt" and m.gle:
+        thermo = "\n        " + highpass_gle_xml(1.0 / (tau_fs or THERMOSTAT_TAU_FS[thermostat]))
+    elif ensemble == "nvt":
         tau = tau_fs or THERMOSTAT_TAU_FS[thermostat]
         thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau:g}</tau></thermostat>"
     temps = "".join(f"temperature{{kelvin}}({sp}), " for sp in species_of(structure))

@@ -1,9 +1,11 @@
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ipi_mts import units
 from ipi_mts.benchmarking import method_xml, parse_method, resolved_model, run_method, same_input
 from ipi_mts.errors import UserError
 
@@ -19,8 +21,11 @@ def test_methods_map_to_time_steps_and_levels():
     assert (m.dt, m.n_inner, m.placement, m.splitting) == (2.5, 5, "inner", "baoab")
     with pytest.raises(UserError, match="a splitting follows ':inner'"):
         parse_method("pair:2:outer:baoab", MODELS)
+    m = parse_method("pair:2.5:inner:baoab:gle", MODELS)
+    assert (m.dt, m.placement, m.splitting, m.gle) == (2.5, "inner", "baoab", True)
+    assert parse_method("pair:2:gle", MODELS)[3:] == (None, None, None, True)
     m = parse_method("pair:2", MODELS)
-    assert (m.dt, m.n_inner, m.placement, m.splitting) == (2.0, 4, None, None)
+    assert (m.dt, m.n_inner, m.placement, m.splitting, m.gle) == (2.0, 4, None, None, False)
     assert [(f[1], f[2]) for f in m.ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
     m = parse_method("midpoint:4", MODELS)
     assert (m.dt, m.map_model, m.ffs[0][1]) == (4.0, "midpoint:qtip4pf", "qtip4pf")
@@ -103,6 +108,26 @@ def test_inputs_are_ipi_xml_with_the_right_dynamics():
     xml, dt = method_xml("conventional", MODELS, "inputs/water-64/init.xyz", 0.5, "nvt")
     assert dt == 0.5 and "{model: water-baseline}" in xml
     assert "temperature{kelvin}(O), temperature{kelvin}(H)," in xml
+
+
+def test_a_gle_method_runs_the_high_pass_gle_with_the_thermostat_time_constant_at_low_frequency():
+    """'…:gle' replaces the thermostat by i-PI's GLE whose memory-kernel friction
+    γ(ω) = A_pp − A_ps A_sp A_ss / (A_ss² + ω²) is 1/τ at ω = 0 and 0.1/fs far above 1600 cm⁻¹."""
+    xml, _ = method_xml("pair:2.5:inner:gle", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l")
+    dyn = ET.fromstring(xml).find("system/motion/dynamics")
+    assert dyn.get("thermostat_placement") == "inner" and dyn.find("thermostat").get("mode") == "gle"
+    a = np.array(json.loads(dyn.findtext("thermostat/A"))).reshape(2, 2) * units.FEMTOSECOND  # 1/fs
+
+    def friction(omega):  # rad/fs
+        return a[0, 0] - a[0, 1] * a[1, 0] * a[1, 1] / (a[1, 1] ** 2 + omega**2)
+
+    assert friction(0.0) == pytest.approx(1.0 / 100.0, rel=1e-9)  # PILE_L's τ = 100 fs
+    assert friction(1e3) == pytest.approx(0.1, rel=1e-6)
+    omega_oh = 2 * np.pi * 2.99792458e-5 * 3600  # the O–H stretch: damped at least 8x harder than diffusion
+    assert friction(omega_oh) > 8 * friction(0.0)
+    assert np.all(np.linalg.eigvals(a + a.T) > 0)  # dissipative: the stationary density is canonical
+    xml, _ = method_xml("pair:2.5:inner:gle", MODELS, "inputs/water-64/init.xyz", 1.0, "nve")
+    assert ET.fromstring(xml).find("system/motion/dynamics/thermostat") is None
 
 
 def test_the_fast_force_runs_in_process_unless_asked_for_a_socket():
