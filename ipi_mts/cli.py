@@ -46,6 +46,8 @@ def _add_serve(sub):
     p.add_argument("--connections", type=int, default=1, metavar="K", help="connections held to i-PI, e.g. one per bead (default: 1)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to keep retrying to connect (default: 60)")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="exit with an error when i-PI, once connected, sends nothing for S seconds (default: wait as long as it holds the connection)")
     p.add_argument("--template", metavar="FILE", help="structure file giving the atom species (i-PI sends none)")
     p.add_argument("--param", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model parameter, repeatable")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the model (default: the cores less one, left to i-PI)")

@@ -152,6 +152,8 @@ def serve_rank(args) -> int:
            "--threads", str(threads)]
     if args.template:
         cmd += ["--template", args.template]
+    if args.idle_timeout is not None:
+        cmd += ["--idle-timeout", str(args.idle_timeout)]
     for key, value in args.param or []:
         cmd += ["--param", f"{key}={value}"]
 

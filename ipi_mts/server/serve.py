@@ -149,7 +149,7 @@ class DriverPool:
                 if self.round(wait=1.0):
                     last = time.monotonic()
                 elif idle_timeout is not None and time.monotonic() - last > idle_timeout:
-                    raise UserError(f"i-PI sent nothing for {idle_timeout:g} s")
+                    raise UserError(f"i-PI sent nothing for {idle_timeout:g} s (--idle-timeout): is it stopped or hung?")
         except BaseException:
             self.close_all()  # i-PI sees this driver go and can requeue its requests
             raise
@@ -418,6 +418,8 @@ def serve(
         raise UserError(f"--connections must be at least 1, got {connections}")
     if timeout < 0:
         raise UserError(f"--timeout must not be negative, got {timeout:g}")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise UserError(f"--idle-timeout must be positive, got {idle_timeout:g}")
     address = Address(path=prefix + unix) if unix is not None else Address(host=host, port=port)
     if address.path is not None and len(os.fsencode(address.path)) > 107:
         raise UserError(f"UNIX socket path {address.path!r} is longer than 107 bytes")
@@ -485,6 +487,7 @@ def run_from_args(args) -> int:
         prefix=args.prefix,
         connections=args.connections,
         timeout=args.timeout,
+        idle_timeout=args.idle_timeout,
         model=args.model,
         component=args.component,
     )

@@ -145,6 +145,26 @@ def test_ipi_closing_without_exit_ends_cleanly(tmp_path):
     assert "Traceback" not in err
 
 
+def test_ipi_gone_silent_ends_after_the_idle_timeout(tmp_path):
+    """An i-PI that keeps the connection open but sends nothing (stopped, hung) ends a driver
+    given --idle-timeout with one line and exit code 2, instead of a wait without end."""
+    fake = FakeIPI()
+    try:
+        command = serve_command("qtip4pf", "--unix", fake.address, "--timeout", 30, "--idle-timeout", 2)
+        with Process(command, tmp_path, "serve") as p:
+            driver = fake.accept()
+            assert driver.get_status() & ipi_sockets.Status.NeedsInit
+            t = time.monotonic()
+            rc = p.wait(30)
+            waited = time.monotonic() - t
+            err = p.stderr()
+            assert driver.recv(12) == b""  # the driver closed its end
+    finally:
+        fake.close()
+    assert rc == 2 and 2.0 <= waited < 15.0, (rc, waited)
+    assert "i-PI sent nothing for 2 s" in one_error_line(err)
+
+
 def test_model_mismatch_with_ipi_parameters(tmp_path):
     """i-PI's forcefield names another model in <parameters>: refuse at INIT."""
     address = unique_address("mm")
@@ -166,6 +186,7 @@ def test_model_mismatch_with_ipi_parameters(tmp_path):
         (["--unix", "x"], "--model"),
         (["--model", "qtip4pf"], "--unix NAME or --port"),
         (["--model", "qtip4pf", "--port", "1", "--beads", "8"], "are for --mpi"),
+        (["--model", "qtip4pf", "--port", "1", "--idle-timeout", "0"], "--idle-timeout must be positive"),
     ],
 )
 def test_missing_or_misplaced_arguments(tmp_path, args, words):
