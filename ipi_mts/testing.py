@@ -25,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .data.water import oriented_waters, random_rotation
 from .potentials.base import EnergyModel, Evaluation, evaluate
 from .state import State
 
@@ -60,14 +61,6 @@ def split(state: State) -> list[State]:
     return out
 
 
-def _random_rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def water_box(
     n_per_side: int = 2,
     spacing: float = 3.1,
@@ -87,14 +80,8 @@ def water_box(
     )
     grid = np.stack(np.meshgrid(*[np.arange(n_per_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
     frac = (grid + 0.5 + rng.uniform(-0.1, 0.1, size=grid.shape)) / n_per_side
-    half = np.deg2rad(104.5) / 2
-    local = 0.96 * np.array(
-        [[0.0, 0.0, 0.0], [np.sin(half), 0, np.cos(half)], [-np.sin(half), 0, np.cos(half)]]
-    )
-    positions = []
-    for centre in frac @ cell:
-        positions.append(centre + local @ _random_rotation(rng).T)
-    positions = np.concatenate(positions) + rng.uniform(-jitter, jitter, size=(3 * len(grid), 3))
+    positions = oriented_waters(frac @ cell, rng, r_oh=0.96, angle_deg=104.5)
+    positions = positions + rng.uniform(-jitter, jitter, size=(3 * len(grid), 3))
     n = len(positions)
     return State(
         positions=torch.as_tensor(positions, dtype=dtype),
@@ -320,7 +307,7 @@ def assert_rotation_equivariant(
     """Rotating positions and cell by R leaves E unchanged, rotates F to F Rᵀ and the
     virial to R W Rᵀ."""
     rotation = torch.as_tensor(
-        _random_rotation(np.random.default_rng(seed)), dtype=state.positions.dtype
+        random_rotation(np.random.default_rng(seed)), dtype=state.positions.dtype
     )
     before = evaluate(model, state)
     turned = replace(state, positions=state.positions @ rotation.T, cell=state.cell @ rotation.T)
@@ -343,7 +330,7 @@ def assert_rotation_equivariant(
 
 
 def _random_orthogonal(rng, reflect: bool) -> np.ndarray:
-    q = _random_rotation(rng)
+    q = random_rotation(rng)
     return -q if reflect else q  # −R: a rotation times the inversion (det −1)
 
 
