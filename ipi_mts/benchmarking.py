@@ -45,7 +45,7 @@ TEMPLATE = """<!-- structure sha256 {structure_sha}{weights_sha} (a reused run m
   <prng><seed>{seed}</seed></prng>
 {ffs}
   <system>
-    <initialize nbeads='1'>
+    <initialize nbeads='{beads}'>
       <file mode='xyz' units='angstrom'>{structure}</file>
       <velocities mode='thermal' units='kelvin'>{temperature}</velocities>
     </initialize>
@@ -188,14 +188,21 @@ def highpass_gle_xml(gamma_low_fs: float, gamma_high_fs: float = 0.1, cutoff_cm:
 
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
-               inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process"):
+               inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process",
+               beads=1, slow_beads=None):
     """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
     `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS). The fast force of MTS
-    runs `fast`: 'in-process' (`<ffdirect>`: no socket round trip per inner step) or 'socket'."""
+    runs `fast`: 'in-process' (`<ffdirect>`: no socket round trip per inner step) or 'socket'.
+    With `beads` > 1, path integrals with that many beads, and the per-species centroid-virial
+    kinetic energy among the properties; the slow force of MTS (the forcefield 'slow') is then
+    ring-polymer contracted to `slow_beads` beads (`<force nbeads=…>`, 1: the centroid), or
+    evaluated on every bead (None)."""
+    check_beads(beads, slow_beads)
     m = parse_method(method, models, inner_fs)
     nmts = f"<nmts>[1, {m.n_inner}]</nmts>" if m.n_inner else ""
     forces = "\n".join(
-        f"      <force forcefield='{name}'>" + (f"<mts_weights>{w}</mts_weights>" if w else "") + "</force>"
+        f"      <force forcefield='{name}'" + (f" nbeads='{slow_beads}'" if name == "slow" and slow_beads else "")
+        + ">" + (f"<mts_weights>{w}</mts_weights>" if w else "") + "</force>"
         for name, _, _, w in m.ffs
     )
     mode, attrs = ensemble, ""
@@ -212,8 +219,10 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         tau = tau_fs or THERMOSTAT_TAU_FS[thermostat]
         thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau:g}</tau></thermostat>"
     temps = "".join(f"temperature{{kelvin}}({sp}), " for sp in species_of(structure))
+    temps += "".join(f"kinetic_cv{{electronvolt}}({sp}), " for sp in species_of(structure)) if beads > 1 else ""
     return TEMPLATE.format(
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
+        beads=beads,
         seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
@@ -222,6 +231,13 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
                                 + ([m.map_model.removeprefix("direct:")] if m.map_model else [])),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
+
+
+def check_beads(beads: int, slow_beads: int | None) -> None:
+    """A UserError unless there is at least one bead and the slow force's beads are 1 to `beads`."""
+    if beads < 1 or slow_beads is not None and not 1 <= slow_beads <= beads:
+        raise UserError(f"beads must be at least 1 and slow beads between 1 and the beads ({beads}), "
+                        f"not {beads} and {slow_beads}")
 
 
 def _sha(path: Path) -> str:
@@ -314,12 +330,18 @@ def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     self-diffusion coefficient of the heaviest species, from a run's outputs. The temperature
     is read where the thermostat leaves the momenta: i-PI's at the step ends (after the last
     O of OBABO), or, with the thermostat in the innermost loop, the monitor's average over
-    the inner O steps (the step ends lie between two slow half-kicks)."""
+    the inner O steps (the step ends lie between two slow half-kicks). With path integrals
+    (one trajectory file per bead): the RDFs of each frame averaged over the beads, the
+    diffusion of the centroids, and the per-species centroid-virial kinetic energy, meV per
+    atom (K_X)."""
     from ase.data import atomic_numbers
 
-    from .analysis import block_error, rdf_frames, self_diffusion
+    from .analysis import block_error, rdf_frames, read_properties, self_diffusion
 
-    frames = list(read_frames_xyz(workdir / "run.pos_0.xyz"))
+    files = sorted(workdir.glob("run.pos_*.xyz"), key=lambda f: int(f.stem.rpartition("_")[2]))
+    skip = int(round(equilibration_ps * 1000.0 / frame_fs))
+    beads = [list(read_frames_xyz(f))[skip:] for f in files]
+    frames = beads[0]
     species = heaviest_first(frames[0].get_chemical_symbols())
     out = {"species": species}
     ends, inner = temperature_series(workdir, equilibration_ps, species)
@@ -327,12 +349,18 @@ def analyse(workdir: Path, equilibration_ps: float, frame_fs: float) -> dict:
     for sp in species:
         mean, err = block_error(temps[sp])
         out[f"T_{sp}"] = (float(mean), float(err))
-    frames = frames[int(round(equilibration_ps * 1000.0 / frame_fs)):]
+    if len(beads) > 1:
+        props = read_properties(workdir / "run.out")
+        keep = props["time{picosecond}"] >= equilibration_ps
+        for sp in species:
+            n = int((np.array(frames[0].get_chemical_symbols()) == sp).sum())
+            mean, err = block_error(props[f"kinetic_cv{{electronvolt}}({sp})"][keep] / n * 1000.0)
+            out[f"K_{sp}"] = (float(mean), float(err))
     for a, b in rdf_pairs(species):
-        g, r = rdf_frames(frames, atomic_numbers[a], atomic_numbers[b])
-        out[f"rdf_{a}{b}"] = g
-        out["r"] = r
-    positions = np.array([f.positions for f in frames])
+        g = [rdf_frames(bead, atomic_numbers[a], atomic_numbers[b]) for bead in beads]
+        out[f"rdf_{a}{b}"] = np.mean([gb for gb, _ in g], axis=0)
+        out["r"] = g[0][1]
+    positions = np.mean([[f.positions for f in bead] for bead in beads], axis=0)  # the centroids
     out["D"] = float(self_diffusion(positions, frame_fs, frames[0].numbers == atomic_numbers[species[0]])[0])
     return out
 
@@ -348,9 +376,11 @@ def nve_trace(workdir: Path, n_atoms: int):
 
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
             thermostat="svr", tau_fs=None, workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0,
-            temperature=300.0, fast="in-process"):
+            temperature=300.0, fast="in-process", beads=1, slow_beads=None):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
-    'reference' method; speedups are relative to the method named `baseline`. Returns the
+    'reference' method; speedups are relative to the method named `baseline`. With `beads` > 1
+    every method runs path integrals, the slow force of MTS contracted to `slow_beads`
+    (see `method_xml`). Returns the
     rows of `judge`, the results per run, and {run: error} of the runs that failed (a blow-up
     stopped by the guard of mode='mts' or 'learned_map'); a method with a failed run (of any
     seed) has no row."""
@@ -359,6 +389,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     import ase.io
     from tqdm import tqdm
 
+    check_beads(beads, slow_beads)
     models = {kind: resolved_model(model) for kind, model in models.items()}
     structure = Path(structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz")
     if not structure.is_file():
@@ -370,7 +401,8 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
         case = root / run_folder(method)
         name, _, seed = method.partition("@")
         seed = int(seed) if seed else 7
-        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature, fast=fast)
+        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature, fast=fast,
+                      beads=beads, slow_beads=slow_beads)
         xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
                              tau_fs=tau_fs, **common)
         try:
@@ -423,6 +455,11 @@ def _t_dev_pct(row: dict, species, target) -> float:
     return max(abs(row[f"T_{sp}"][0] / target - 1.0) for sp in species) * 100.0 if target else float("nan")
 
 
+def kinetic_keys(run: dict) -> list[str]:
+    """The per-species centroid-virial kinetic energies a run has (path integrals: 'K_O', …)."""
+    return [f"K_{sp}" for sp in run["species"] if f"K_{sp}" in run]
+
+
 def judge(results: dict, baseline: str) -> list[dict]:
     """Rows of the report: speed relative to `baseline`, and observables against 'reference'.
     Runs of several seeds per method are judged by `judge_seeds`.
@@ -449,14 +486,16 @@ def judge(results: dict, baseline: str) -> list[dict]:
 
     controls = [m for m in results if m.startswith("reference@")]
     control = results[controls[0]] if controls else None
+    kinetic = kinetic_keys(ref)
     rows = []
     for method, r in results.items():
         row = {"method": method, "outer_fs": r["dt_fs"], "s_per_ps": r["s_per_ps"],
                "speedup": results[baseline]["s_per_ps"] / r["s_per_ps"], "species": species, "rdfs": names,
                "D": r["D"], "nve_drift": r["nve_drift"],
                "nve_std": float(r["nve_trace"][1].std()) if r.get("nve_trace") else float("nan"),
-               "solver": r.get("solver"), **{f"T_{sp}": r[f"T_{sp}"] for sp in species}}
+               "solver": r.get("solver"), **{key: r[key] for key in [f"T_{sp}" for sp in species] + kinetic}}
         row["T_dev_pct"] = _t_dev_pct(row, species, r.get("target_K"))
+        kinetic_ok = all(abs(r[k][0] - ref[k][0]) <= 2 * np.hypot(r[k][1], ref[k][1]) for k in kinetic)
         for name in names:
             row[f"rdf_{name}_chi"] = (rdf_difference(r[f"rdf_{name}"], ref[f"rdf_{name}"])["chi"]
                                       if method != "reference" else 0.0)
@@ -464,7 +503,7 @@ def judge(results: dict, baseline: str) -> list[dict]:
         sigma = {sp: float(np.hypot(r[f"T_{sp}"][1], ref[f"T_{sp}"][1])) for sp in species}
         if control is None:
             row["within_error"] = bool(max(row[f"rdf_{n}_chi"] for n in names) <= 1.5
-                                       and all(dT[sp] <= 2 * sigma[sp] for sp in dT))
+                                       and all(dT[sp] <= 2 * sigma[sp] for sp in dT) and kinetic_ok)
         else:
             floor = float(np.sqrt(np.mean([(control[f"T_{sp}"][0] - ref[f"T_{sp}"][0]) ** 2 for sp in dT])))
             for name in names:
@@ -472,7 +511,7 @@ def judge(results: dict, baseline: str) -> list[dict]:
                                                  if method != "reference" else 0.0)
             row["sigma_dT"] = {sp: max(sigma[sp], floor) for sp in dT}
             row["within_error"] = bool(max(row[f"rdf_{n}_vs_control"] for n in names) <= 1.5
-                                       and all(dT[sp] <= 2 * row["sigma_dT"][sp] for sp in dT))
+                                       and all(dT[sp] <= 2 * row["sigma_dT"][sp] for sp in dT) and kinetic_ok)
         rows.append(row)
     return rows
 
@@ -486,7 +525,8 @@ def judge_seeds(results: dict, baseline: str) -> list[dict]:
         z_RDF = RMS_r(ḡ − ḡ_ref) / sqrt(mean_r(s²/N + s_ref²/N_ref)),
         z_T   = |T̄ − T̄_ref| / sqrt(s²/N + s_ref²/N_ref)   per species,
 
-    and is within error if every z_RDF ≤ 1.5 and every z_T ≤ 2 (z_RDF² is about 1 for runs of
+    (z_K the same for the per-species centroid-virial kinetic energy of path integrals), and
+    is within error if every z_RDF ≤ 1.5 and every z_T, z_K ≤ 2 (z_RDF² is about 1 for runs of
     the reference's own statistics). A method run with one seed borrows the reference's s².
     Seeds average out what single runs cannot tell apart: the error shrinks as 1/√N."""
     groups = seed_groups(results)
@@ -495,11 +535,12 @@ def judge_seeds(results: dict, baseline: str) -> list[dict]:
         raise UserError("judging by seeds needs at least two runs of the reference")
     species = ref_runs[0]["species"]
     names = [a + b for a, b in rdf_pairs(species)]
+    scalars = [f"T_{sp}" for sp in species] + kinetic_keys(ref_runs[0])
 
     def stats(runs):
         """{observable: (mean over seeds, its variance s²/N or None for one run)}."""
         out = {}
-        for key in [f"rdf_{n}" for n in names] + [f"T_{sp}" for sp in species]:
+        for key in [f"rdf_{n}" for n in names] + scalars:
             x = np.array([r[key].mean(axis=0) if key.startswith("rdf_") else r[key][0] for r in runs])
             out[key] = (x.mean(axis=0), x.var(axis=0, ddof=1) / len(x) if len(x) > 1 else None)
         return out
@@ -530,7 +571,7 @@ def judge_seeds(results: dict, baseline: str) -> list[dict]:
                 row[f"{key}_z"] = z(abs(mean - ref[key][0]), err)
         row["T_dev_pct"] = _t_dev_pct(row, species, runs[0].get("target_K"))
         row["within_error"] = bool(max(row[f"rdf_{n}_z"] for n in names) <= 1.5
-                                   and max(row[f"T_{sp}_z"] for sp in species) <= 2.0)
+                                   and max(row[f"{key}_z"] for key in scalars) <= 2.0)
         rows.append(row)
     return rows
 
@@ -635,11 +676,14 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
     if seeded:
         head += [f"Each method run with {', '.join(sorted({str(r['seeds']) for r in rows}))} seeds; means over "
                  "seeds ± their standard error; z: distance to the reference in units of the joint "
-                 "seed-to-seed standard error (`judge_seeds`); within error: every RDF z ≤ 1.5 and T z ≤ 2.", ""]
-    rdf_columns = ([f"RDF z {pairs}", "T z " + " / ".join(species)] if seeded
-                   else [f"RDF χ {pairs}"] + ([f"RMS Δg / control's {pairs}"] if calibrated else []))
+                 "seed-to-seed standard error (`judge_seeds`); within error: every RDF z ≤ 1.5 and T z ≤ 2"
+                 + (" and K z ≤ 2 (K_cv: the centroid-virial kinetic energy)" if kinetic_keys(rows[0]) else "") + ".", ""]
+    kinetic = kinetic_keys(rows[0])  # path integrals
+    rdf_columns = ([f"RDF z {pairs}", "T z " + " / ".join(species)] + (["K z " + " / ".join(species)] if kinetic else [])
+                   if seeded else [f"RDF χ {pairs}"] + ([f"RMS Δg / control's {pairs}"] if calibrated else []))
     columns = (["method", "Δt outer (fs)", "s / simulated ps", speedup_label] + rdf_columns
-               + [f"T({sp}) K" for sp in species] + ["max \\|T − target\\| %", f"D({species[0]}) 1e-5 cm²/s",
+               + [f"T({sp}) K" for sp in species] + [f"K_cv({k[2:]}) meV/atom" for k in kinetic]
+               + ["max \\|T − target\\| %", f"D({species[0]}) 1e-5 cm²/s",
                   "NVE drift meV/atom/ps", "NVE σ(conserved) meV/atom"]
                + (["solver iterations / step (max), fallbacks"] if maps else []) + ["within error"])
     lines = head + ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -648,11 +692,13 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         if seeded:
             cells += [" / ".join(f"{r[f'rdf_{n}_z']:.2f}" for n in names),
                       " / ".join(f"{r[f'T_{sp}_z']:.2f}" for sp in species)]
+            cells += [" / ".join(f"{r[f'{k}_z']:.2f}" for k in kinetic)] if kinetic else []
         else:
             cells.append(" / ".join(f"{r[f'rdf_{n}_chi']:.2f}" for n in names))
         if calibrated:
             cells.append(" / ".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names))
         cells += [f"{r[f'T_{sp}'][0]:.1f} ± {r[f'T_{sp}'][1]:.1f}" for sp in species]
+        cells += [f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in kinetic]
         cells += [f"{r['T_dev_pct']:.1f}", f"{r['D']:.2f}", f"{r['nve_drift']:+.3g}", f"{r['nve_std']:.3g}"]
         if maps:
             sv = r["solver"]
@@ -707,7 +753,8 @@ def verdict(rows, speedup_label: str) -> list[str]:
     def far(r):
         if f"rdf_{names[0]}_z" in r:
             rdf = (f"RDF z {pairs} " + "/".join(f"{r[f'rdf_{n}_z']:.2f}" for n in names) + f" ({r['seeds']} seeds)"
-                   + "".join(f", T({sp}) z {r[f'T_{sp}_z']:.1f}" for sp in species))
+                   + "".join(f", T({sp}) z {r[f'T_{sp}_z']:.1f}" for sp in species)
+                   + "".join(f", K({k[2:]}) z {r[f'{k}_z']:.1f}" for k in kinetic_keys(r)))
         elif f"rdf_{names[0]}_vs_control" in r:
             rdf = f"RDF RMS deviation / the control's {pairs} " + "/".join(f"{r[f'rdf_{n}_vs_control']:.2f}" for n in names)
         else:

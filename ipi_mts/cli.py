@@ -372,6 +372,11 @@ def _add_bench(sub):
                    help="learned, placement: where MTS evaluates the fast force: in i-PI's process "
                    "(<ffdirect>, no socket round trip per inner step) or by `ipi-mts serve` over a "
                    "socket (default: in-process)")
+    p.add_argument("--beads", type=int, default=1,
+                   help="learned, placement: path integrals with this many beads for every method (default: 1)")
+    p.add_argument("--slow-beads", type=int, default=None,
+                   help="learned, placement: with --beads, ring-polymer contract the slow force of MTS to this "
+                   "many beads (1: the centroid; default: every bead)")
     p.add_argument("--nvt-ps", type=float, default=3.0, help="NVT length per method, ps (default: 3)")
     p.add_argument("--nve-ps", type=float, default=1.0, help="NVE length per method, ps (default: 1)")
     p.add_argument("--seeds", type=int, default=1,
@@ -401,6 +406,10 @@ def _bench(args) -> int:
         if args.what == "maps":
             raise UserError("--structure is for learned and placement; maps use --system")
         kw["structure"] = args.structure
+    if args.beads != 1 or args.slow_beads is not None:
+        if args.what == "maps":
+            raise UserError("--beads and --slow-beads are for learned and placement: mode='learned_map' runs one bead")
+        kw.update(beads=args.beads, slow_beads=args.slow_beads)
     if args.what == "learned":
         benchmarking.bench_learned(args.pair, args.baseline, **kw)
     elif args.what == "placement":

@@ -130,6 +130,23 @@ def test_a_gle_method_runs_the_high_pass_gle_with_the_thermostat_time_constant_a
     assert ET.fromstring(xml).find("system/motion/dynamics/thermostat") is None
 
 
+def test_path_integral_inputs_contract_the_slow_force_only():
+    xml, _ = method_xml("pair:2:inner", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", thermostat="pile_l",
+                        beads=8, slow_beads=1)
+    root = ET.fromstring(xml)
+    assert root.find("system/initialize").get("nbeads") == "8"
+    assert {f.get("forcefield"): f.get("nbeads") for f in root.iter("force")} == {"slow": "1", "fast": None}
+    assert "kinetic_cv{electronvolt}(O), kinetic_cv{electronvolt}(H)," in xml
+    xml, _ = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=8, slow_beads=1)
+    root = ET.fromstring(xml)  # one forcefield, on every bead
+    assert [f.get("nbeads") for f in root.iter("force")] == [None] and root.find("system/initialize").get("nbeads") == "8"
+    xml, _ = method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt")
+    assert ET.fromstring(xml).find("system/initialize").get("nbeads") == "1" and "kinetic_cv" not in xml
+    for beads, slow in ((8, 0), (8, 9), (0, None)):
+        with pytest.raises(UserError, match="slow beads"):
+            method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=beads, slow_beads=slow)
+
+
 def test_the_fast_force_runs_in_process_unless_asked_for_a_socket():
     def forcefields(xml):
         root = ET.fromstring(xml)
@@ -238,20 +255,24 @@ def test_seeds_see_a_bias_that_one_control_run_cannot():
     assert rows["one-seed"]["within_error"]  # judged with the reference's seed-to-seed error
 
 
-def _write_run(folder: Path, inner_columns: bool) -> None:
-    """A run's outputs as i-PI and the mts monitor write them: 2 waters, 40 frames, 1 ps."""
+def _write_run(folder: Path, inner_columns: bool, beads: int = 1) -> None:
+    """A run's outputs as i-PI and the mts monitor write them: 2 waters, 40 frames, 1 ps; with
+    `beads` > 1 one trajectory file per bead and the centroid-virial kinetic energies."""
     rng = np.random.default_rng(3)
     base = np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0], [5, 5, 5], [5.96, 5, 5], [4.76, 5.93, 5]])
-    with open(folder / "run.pos_0.xyz", "w") as f:
-        for step in range(40):
-            f.write("6\n# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0 Step: %d Bead: 0 "
-                    "positions{angstrom} cell{angstrom}\n" % step)
-            for s, x in zip("OHHOHH", base + rng.normal(0, 0.05, base.shape)):
-                f.write(f"{s} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f}\n")
+    for bead in range(beads):
+        with open(folder / f"run.pos_{bead}.xyz", "w") as f:
+            for step in range(40):
+                f.write("6\n# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0 Step: %d Bead: %d "
+                        "positions{angstrom} cell{angstrom}\n" % (step, bead))
+                for s, x in zip("OHHOHH", base + rng.normal(0, 0.05, base.shape)):
+                    f.write(f"{s} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f}\n")
     time = np.arange(40) * 0.025
-    head = "".join(f"# column {k + 1} --> {n} : x\n" for k, n in enumerate(
-        ["time{picosecond}", "temperature{kelvin}(O)", "temperature{kelvin}(H)"]))
-    body = "".join(f"{t} {300 + k % 3} {290 + k % 5}\n" for k, t in enumerate(time))
+    names = ["time{picosecond}", "temperature{kelvin}(O)", "temperature{kelvin}(H)"]
+    names += ["kinetic_cv{electronvolt}(O)", "kinetic_cv{electronvolt}(H)"] if beads > 1 else []
+    head = "".join(f"# column {k + 1} --> {n} : x\n" for k, n in enumerate(names))
+    body = "".join(f"{t} {300 + k % 3} {290 + k % 5}" + (f" {0.1 + 0.01 * (k % 2)} {0.5 - 0.02 * (k % 3)}"
+                                                        if beads > 1 else "") + "\n" for k, t in enumerate(time))
     (folder / "run.out").write_text(head + body)
     cols = "# step time_ps conserved_Ha drift_meV_per_atom_ps T(O)_K T(H)_K min_distance_A"
     rows = [f"{k} {t} 0 0 {300 + k % 3} {290 + k % 5} 0.9" for k, t in enumerate(time)]
@@ -259,6 +280,59 @@ def _write_run(folder: Path, inner_columns: bool) -> None:
         cols += " T(O)_inner_K T(H)_inner_K"
         rows = [r + f" {310 + k % 2} {320 - k % 4}" for k, r in enumerate(rows)]
     (folder / "run.mts_monitor").write_text(cols + "\n" + "\n".join(rows) + "\n")
+
+
+def test_path_integral_runs_are_read_over_their_beads(tmp_path):
+    """RDFs averaged over the beads frame by frame, diffusion of the centroids, and the
+    centroid-virial kinetic energy per atom of each species (meV)."""
+    from ipi_mts.analysis import rdf_frames, self_diffusion
+    from ipi_mts.benchmarking import analyse, read_frames_xyz
+
+    _write_run(tmp_path, inner_columns=False, beads=3)
+    out = analyse(tmp_path, equilibration_ps=0.5, frame_fs=25.0)
+    beads = [list(read_frames_xyz(tmp_path / f"run.pos_{b}.xyz"))[20:] for b in range(3)]
+    g = np.mean([rdf_frames(frames, 8, 1)[0] for frames in beads], axis=0)
+    assert out["rdf_OH"].shape == g.shape == (20, 120) and np.allclose(out["rdf_OH"], g, atol=1e-12)
+    assert not np.allclose(out["rdf_OH"], rdf_frames(beads[0], 8, 1)[0])  # not one bead's
+    centroids = np.mean([[f.positions for f in frames] for frames in beads], axis=0)
+    assert out["D"] == pytest.approx(self_diffusion(centroids, 25.0, beads[0][0].numbers == 8)[0], rel=1e-12)
+    kept = np.arange(40)[np.arange(40) * 0.025 >= 0.5]
+    assert out["K_O"][0] == pytest.approx(np.mean(0.1 + 0.01 * (kept % 2)) / 2 * 1000, rel=1e-12)
+    assert out["K_H"][0] == pytest.approx(np.mean(0.5 - 0.02 * (kept % 3)) / 4 * 1000, rel=1e-12)
+    _write_run(tmp_path, inner_columns=False)  # one bead: classical, no kinetic energy
+    for extra in tmp_path.glob("run.pos_[12].xyz"):
+        extra.unlink()
+    assert "K_H" not in analyse(tmp_path, equilibration_ps=0.5, frame_fs=25.0)
+
+
+def test_a_kinetic_energy_off_the_reference_is_outside_the_error():
+    """With path integrals the per-species kinetic energy is judged like the temperature."""
+    from ipi_mts.benchmarking import judge
+
+    rng = np.random.default_rng(5)
+    g = np.ones((30, 120))
+
+    def run(k_h, seed):
+        r = np.random.default_rng(seed)
+        return {"dt_fs": 0.5, "s_per_ps": 10.0, "target_K": 300.0, "species": ["O", "H"], "D": 0.0,
+                "nve_drift": np.nan, "nve_trace": None, "r": np.linspace(0, 6, 120),
+                **{f"rdf_{n}": g + r.normal(0, 0.01, g.shape) for n in ("OO", "OH", "HH")},
+                "T_O": (300 + r.normal(0, 1), 1.0), "T_H": (300 + r.normal(0, 1), 1.0),
+                "K_O": (40 + r.normal(0, 0.2), 0.2), "K_H": (k_h + r.normal(0, 0.5), 0.5)}
+
+    results = {}
+    for i in range(4):
+        suffix = f"@{8 + i}" if i else ""
+        results["reference" + suffix] = run(110.0, rng.integers(1 << 30))
+        results["same" + suffix] = run(110.0, rng.integers(1 << 30))
+        results["cold" + suffix] = run(100.0, rng.integers(1 << 30))
+    rows = {r["method"]: r for r in judge(results, "reference")}
+    assert rows["same"]["within_error"] and rows["same"]["K_H_z"] < 2.0
+    assert not rows["cold"]["within_error"] and rows["cold"]["K_H_z"] > 2.0
+    assert rows["cold"]["T_H_z"] < 2.0 and rows["cold"]["K_H"][0] == pytest.approx(100.0, abs=1.5)
+    one = {m: results[m] for m in ("reference", "same", "cold")}  # one seed each: 2 σ of the block errors
+    rows = {r["method"]: r for r in judge(one, "reference")}
+    assert rows["same"]["within_error"] and not rows["cold"]["within_error"]
 
 
 @pytest.mark.parametrize("inner_columns", [False, True])
@@ -273,3 +347,13 @@ def test_temperatures_are_read_after_the_thermostat(tmp_path, inner_columns):
     expected_h = (320 - kept % 4) if inner_columns else (290 + kept % 5)
     assert out["T_H"][0] == pytest.approx(expected_h.mean(), rel=1e-12)
     assert out["species"] == ["O", "H"] and "rdf_OH" in out
+
+
+def test_bench_refuses_beads_for_maps_and_a_contraction_beyond_the_beads(capsys):
+    from ipi_mts.cli import main
+
+    assert main(["bench", "maps", "--beads", "8"]) == 2
+    assert "mode='learned_map' runs one bead" in capsys.readouterr().err
+    assert main(["bench", "placement", "--beads", "4", "--slow-beads", "8", "--workdir", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "slow beads between 1 and the beads (4)" in err
