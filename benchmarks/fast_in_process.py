@@ -13,8 +13,9 @@ over a socket, next to the conventional model, and what each model costs alone.
         --structure inputs/water-216/init.xyz --outer 1.5,2 --ps 0.2 --repeats 3 \\
         --alone water-pair,runs/water-pair-fast26.pt
 
-With `--beads P`, every run is a path-integral run with P beads, and the pair's slow force is
-contracted to `--slow-beads` beads (1: the centroid); the conventional model runs on every bead.
+With `--beads P`, every run is a path-integral run with P beads; an outer step 'STEP:inner:rpcK'
+contracts the pair's slow force to K beads (1: the centroid); the conventional model runs on
+every bead.
 """
 
 import argparse
@@ -40,7 +41,7 @@ def md_table(args, models):
     for repeat in range(args.repeats):
         for method, fast in cases:
             xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
-                                          thermostat=args.thermostat, beads=args.beads, slow_beads=args.slow_beads)
+                                          thermostat=args.thermostat, beads=args.beads)
             workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
             ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
             print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
@@ -90,8 +91,7 @@ def main():
                         help="where the pair's fast force runs, comma-separated: socket, in-process")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")
     parser.add_argument("--beads", type=int, default=1, help="path-integral beads (default: 1, classical)")
-    parser.add_argument("--slow-beads", type=int, default=None,
-                        help="beads the pair's slow force is contracted to (default: every bead)")
+
     parser.add_argument("--repeats", type=int, default=3, help="MD repeats (0: time the models alone only)")
     parser.add_argument("--alone", default=None, help="pairs timed alone, comma-separated (default: --pair)")
     parser.add_argument("--calls", type=int, default=10, help="calls per timing loop (alone)")

@@ -9,14 +9,14 @@ with PILE_L (τ = 100 fs) at 300 K on water-64; finished runs in --workdir are r
 The reference is q-TIP4P/F at 0.5 fs, or with `--reference water-pair` the pair's own
 E_fast + E_slow at 0.5 fs: the same Hamiltonian, so that only the integrator's error is judged.
 With `--beads P`, path integrals (RDFs over the beads, per-species centroid-virial kinetic
-energy), the slow force of MTS contracted to `--slow-beads` beads (1: the centroid).
+energy); a method's ':rpcK' contracts its slow force to K beads (1: the centroid).
 
     OMP_NUM_THREADS=1 python benchmarks/placement_seeds.py \\
         --methods pair:1.5,pair:2,pair:2:inner,pair:2.5:inner --seeds 8 \\
         --workdir runs/bench/placement-pair --out docs/benchmarks/thermostat-placement-8seeds-pair
 
     OMP_NUM_THREADS=1 python benchmarks/placement_seeds.py --reference water-pair --beads 8 \\
-        --slow-beads 1 --fast socket --methods pair:1.5,pair:2:inner,pair:2.5:inner --seeds 4 \\
+        --fast socket --methods pair:2:inner:rpc1,pair:2.5:inner:rpc4,pair:2.5:inner --seeds 4 \\
         --nvt-ps 1 --equilibration-ps 0.25 --workdir runs/bench/pimd-pair --out docs/benchmarks/pimd-rpc-pair
 """
 
@@ -39,8 +39,6 @@ def main():
     parser.add_argument("--nvt-ps", type=float, default=3.0)
     parser.add_argument("--equilibration-ps", type=float, default=0.5)
     parser.add_argument("--beads", type=int, default=1, help="path-integral beads (default: 1, classical)")
-    parser.add_argument("--slow-beads", type=int, default=None,
-                        help="beads the slow force of MTS is contracted to (default: every bead)")
     parser.add_argument("--fast", choices=["in-process", "socket"], default="in-process",
                         help="where MTS evaluates the fast force (socket: one batched call for all beads)")
     parser.add_argument("--workdir", required=True)
@@ -51,7 +49,7 @@ def main():
     rows, results, failures = compare(methods, models, "reference", structure=args.structure, nvt_ps=args.nvt_ps,
                                       nve_ps=0.0, thermostat="pile_l", workdir=args.workdir,
                                       equilibration_ps=args.equilibration_ps, beads=args.beads,
-                                      slow_beads=args.slow_beads, fast=args.fast)
+                                      fast=args.fast)
     name = "q-TIP4P/F" if args.reference == "qtip4pf" else args.reference
     write_report(rows, results, Path(args.out), f"speedup vs {name} at 0.5 fs", failures)
 

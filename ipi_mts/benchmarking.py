@@ -83,6 +83,7 @@ class Method(NamedTuple):
     map_model: str | None = None  # mode='learned_map' with this model
     splitting: str | None = None  # mode='mts' splitting ('baoab'), None for i-PI's default (obabo)
     gle: bool = False  # the high-pass GLE (`highpass_gle`) in place of the benchmark's thermostat
+    slow_beads: int | None = None  # path integrals: the slow force contracted to this many beads, None: every bead
 
 
 def map_stride_fs(model: str) -> float:
@@ -98,7 +99,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     (one model at the inner step), 'pair:Δt[:inner[:baoab]]' / 'split:Δt[:inner[:baoab]]' (the
     learned pair's fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with
     outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or
-    baoab; a final ':gle': the high-pass GLE of `highpass_gle` as the thermostat), 'vv:Δt' (the
+    baoab; then ':gle': the high-pass GLE of `highpass_gle` as the thermostat; last ':rpcK':
+    with path integrals, the slow force ring-polymer contracted to K beads), 'vv:Δt' (the
     reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
     reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
     'direct:MODEL' (that map's direct predictor alone, no solve)."""
@@ -113,6 +115,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     if kind in ("map", "direct"):
         model = resolved_model(rest)
         return Method(map_stride_fs(rest), None, reference, map_model=model if kind == "map" else f"direct:{model}")
+    contraction = re.search(r":rpc(\d+)$", rest)
+    rest = rest[:contraction.start()] if contraction else rest
     outer_text, _, placement = rest.partition(":")
     gle = placement == "gle" or placement.endswith(":gle")
     placement = placement.removesuffix("gle").removesuffix(":") if gle else placement
@@ -130,7 +134,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     else:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
-    return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None, gle=gle)
+    return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None, gle=gle,
+                  slow_beads=int(contraction.group(1)) if contraction else None)
 
 
 def resolved_model(model: str) -> str:
@@ -189,16 +194,18 @@ def highpass_gle_xml(gamma_low_fs: float, gamma_high_fs: float = 0.1, cutoff_cm:
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
                inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process",
-               beads=1, slow_beads=None):
+               beads=1):
     """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
     `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS). The fast force of MTS
     runs `fast`: 'in-process' (`<ffdirect>`: no socket round trip per inner step) or 'socket'.
     With `beads` > 1, path integrals with that many beads, and the per-species centroid-virial
-    kinetic energy among the properties; the slow force of MTS (the forcefield 'slow') is then
-    ring-polymer contracted to `slow_beads` beads (`<force nbeads=…>`, 1: the centroid), or
-    evaluated on every bead (None)."""
-    check_beads(beads, slow_beads)
+    kinetic energy among the properties; a method's ':rpcK' contracts the slow force of MTS
+    (the forcefield 'slow') to K beads (`<force nbeads=K>`, 1: the centroid)."""
     m = parse_method(method, models, inner_fs)
+    slow_beads = m.slow_beads
+    if beads < 1 or slow_beads is not None and not 1 <= slow_beads <= beads:
+        raise UserError(f"{method}: beads must be at least 1 and slow beads between 1 and the beads ({beads}), "
+                        f"not {beads} and {slow_beads}")
     nmts = f"<nmts>[1, {m.n_inner}]</nmts>" if m.n_inner else ""
     forces = "\n".join(
         f"      <force forcefield='{name}'" + (f" nbeads='{slow_beads}'" if name == "slow" and slow_beads else "")
@@ -231,13 +238,6 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
                                 + ([m.map_model.removeprefix("direct:")] if m.map_model else [])),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
     ), m.dt
-
-
-def check_beads(beads: int, slow_beads: int | None) -> None:
-    """A UserError unless there is at least one bead and the slow force's beads are 1 to `beads`."""
-    if beads < 1 or slow_beads is not None and not 1 <= slow_beads <= beads:
-        raise UserError(f"beads must be at least 1 and slow beads between 1 and the beads ({beads}), "
-                        f"not {beads} and {slow_beads}")
 
 
 def _sha(path: Path) -> str:
@@ -376,11 +376,11 @@ def nve_trace(workdir: Path, n_atoms: int):
 
 def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, equilibration_ps=0.5,
             thermostat="svr", tau_fs=None, workdir=None, quiet=False, inner_fs=0.5, frame_fs=10.0,
-            temperature=300.0, fast="in-process", beads=1, slow_beads=None):
+            temperature=300.0, fast="in-process", beads=1):
     """Run every method (NVT for observables, NVE for the drift) and compare each with the
     'reference' method; speedups are relative to the method named `baseline`. With `beads` > 1
-    every method runs path integrals, the slow force of MTS contracted to `slow_beads`
-    (see `method_xml`). Returns the
+    every method runs path integrals (see `method_xml`). Every input is made before the first
+    run, so that a bad method stops the benchmark before it starts. Returns the
     rows of `judge`, the results per run, and {run: error} of the runs that failed (a blow-up
     stopped by the guard of mode='mts' or 'learned_map'); a method with a failed run (of any
     seed) has no row."""
@@ -389,28 +389,32 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     import ase.io
     from tqdm import tqdm
 
-    check_beads(beads, slow_beads)
     models = {kind: resolved_model(model) for kind, model in models.items()}
     structure = Path(structure or Path(__file__).resolve().parents[1] / "inputs" / "water-64" / "init.xyz")
     if not structure.is_file():
         raise UserError(f"benchmark structure {structure} does not exist")
     n_atoms = len(ase.io.read(structure))
+    inputs = {}  # run: (NVT input, time step, NVE input or None)
+    for method in methods:
+        name, _, seed = method.partition("@")
+        common = dict(seed=int(seed) if seed else 7, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature,
+                      fast=fast, beads=beads)
+        nvt_xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
+                                 tau_fs=tau_fs, **common)
+        placement_free = nve_ps > 0 and parse_method(name, models, inner_fs).placement != "inner"
+        inputs[method] = nvt_xml, dt, method_xml(name, models, structure, nve_ps, "nve", **common)[0] if placement_free else None
     results, failures = {}, {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))
     for method in tqdm(methods, desc="methods", disable=quiet, file=sys.stderr):
         case = root / run_folder(method)
-        name, _, seed = method.partition("@")
-        seed = int(seed) if seed else 7
-        common = dict(seed=seed, frame_fs=frame_fs, inner_fs=inner_fs, temperature=temperature, fast=fast,
-                      beads=beads, slow_beads=slow_beads)
-        xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
-                             tau_fs=tau_fs, **common)
+        name = method.partition("@")[0]
+        xml, dt, nve_xml = inputs[method]
         try:
             nvt = run_method(case / "nvt", xml)
             nve = {"drift_meV_per_atom_ps": float("nan")}
             trace = None
-            if nve_ps > 0 and parse_method(name, models, inner_fs).placement != "inner":  # NVE: placement-free
-                nve = run_method(case / "nve", method_xml(name, models, structure, nve_ps, "nve", **common)[0])
+            if nve_xml:  # NVE: placement-free
+                nve = run_method(case / "nve", nve_xml)
                 trace = nve_trace(case / "nve", n_atoms)
         except UserError as error:  # a method that blows up is a result, not the end of the benchmark
             if name in ("reference", baseline):
@@ -577,26 +581,30 @@ def judge_seeds(results: dict, baseline: str) -> list[dict]:
 
 
 def bench_learned(pair="water-pair", baseline="water-baseline", reference="qtip4pf",
-                  outer_fs=(1.0, 2.0, 3.0, 4.0), out="docs/benchmarks/learned-mts", seeds=1, **kw):
-    """The learned pair on MTS against the conventional model at 0.5 fs (issue: ≥3x)."""
+                  outer_fs=(1.0, 2.0, 3.0, 4.0), out="docs/benchmarks/learned-mts", seeds=1, slow_beads=None, **kw):
+    """The learned pair on MTS against the conventional model at 0.5 fs (issue: ≥3x); with
+    path integrals (`beads` in `kw`) the slow force contracted to `slow_beads` beads."""
     models = {"pair": pair, "conventional": baseline, "reference": reference}
-    methods = with_seeds(["reference", "conventional"] + [f"pair:{o:g}" for o in outer_fs], seeds)
+    rpc = f":rpc{slow_beads}" if slow_beads else ""
+    methods = with_seeds(["reference", "conventional"] + [f"pair:{o:g}{rpc}" for o in outer_fs], seeds)
     rows, results, failures = compare(methods, models, "conventional", **kw)
     write_report(rows, results, Path(out), "speedup vs the conventional model at 0.5 fs", failures)
     return rows
 
 
 def bench_placement(outer_fs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), out=None, family="split", pair="water-pair",
-                    baseline="water-baseline", seeds=1, **kw):
+                    baseline="water-baseline", seeds=1, slow_beads=None, **kw):
     """MTS with the thermostat outside the step (i-PI's built-in MTS) and inside the innermost
     loop (mode='mts'), PILE_L, against the reference at 0.5 fs: for the q-TIP4P/F physics split
     (`family='split'`, speedups vs q-TIP4P/F at 0.5 fs) or the learned pair (`'pair'`,
-    speedups vs the conventional model at 0.5 fs)."""
+    speedups vs the conventional model at 0.5 fs); with path integrals (`beads` in `kw`) the
+    slow force contracted to `slow_beads` beads."""
     if family not in ("split", "pair"):
         raise UserError(f"unknown MTS family {family!r}: split or pair")
     models = {"reference": "qtip4pf", "pair": pair, "conventional": baseline}
     methods = ["reference"] + (["conventional"] if family == "pair" else [])
-    methods += [f"{family}:{o:g}" for o in outer_fs] + [f"{family}:{o:g}:inner" for o in outer_fs]
+    rpc = f":rpc{slow_beads}" if slow_beads else ""
+    methods += [f"{family}:{o:g}{rpc}" for o in outer_fs] + [f"{family}:{o:g}:inner{rpc}" for o in outer_fs]
     methods = with_seeds(methods, seeds)
     speed_base = "conventional" if family == "pair" else "reference"
     rows, results, failures = compare(methods, models, speed_base, thermostat="pile_l", **kw)

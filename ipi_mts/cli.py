@@ -409,7 +409,7 @@ def _bench(args) -> int:
     if args.beads != 1 or args.slow_beads is not None:
         if args.what == "maps":
             raise UserError("--beads and --slow-beads are for learned and placement: mode='learned_map' runs one bead")
-        kw.update(beads=args.beads, slow_beads=args.slow_beads)
+        kw.update(beads=args.beads, slow_beads=args.slow_beads)  # slow beads: the methods' ':rpcK'
     if args.what == "learned":
         benchmarking.bench_learned(args.pair, args.baseline, **kw)
     elif args.what == "placement":

@@ -23,7 +23,7 @@ def test_methods_map_to_time_steps_and_levels():
         parse_method("pair:2:outer:baoab", MODELS)
     m = parse_method("pair:2.5:inner:baoab:gle", MODELS)
     assert (m.dt, m.placement, m.splitting, m.gle) == (2.5, "inner", "baoab", True)
-    assert parse_method("pair:2:gle", MODELS)[3:] == (None, None, None, True)
+    assert parse_method("pair:2:gle", MODELS)[3:] == (None, None, None, True, None)
     m = parse_method("pair:2", MODELS)
     assert (m.dt, m.n_inner, m.placement, m.splitting, m.gle) == (2.0, 4, None, None, False)
     assert [(f[1], f[2]) for f in m.ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
@@ -131,20 +131,23 @@ def test_a_gle_method_runs_the_high_pass_gle_with_the_thermostat_time_constant_a
 
 
 def test_path_integral_inputs_contract_the_slow_force_only():
-    xml, _ = method_xml("pair:2:inner", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", thermostat="pile_l",
-                        beads=8, slow_beads=1)
+    assert parse_method("pair:2.5:inner:baoab:gle:rpc4", MODELS)[:2] == (2.5, 5)
+    assert parse_method("pair:2.5:inner:baoab:gle:rpc4", MODELS).slow_beads == 4
+    assert parse_method("pair:2.5:inner", MODELS).slow_beads is None
+    xml, _ = method_xml("pair:2:inner:rpc1", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", thermostat="pile_l",
+                        beads=8)
     root = ET.fromstring(xml)
     assert root.find("system/initialize").get("nbeads") == "8"
     assert {f.get("forcefield"): f.get("nbeads") for f in root.iter("force")} == {"slow": "1", "fast": None}
     assert "kinetic_cv{electronvolt}(O), kinetic_cv{electronvolt}(H)," in xml
-    xml, _ = method_xml("reference", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=8, slow_beads=1)
-    root = ET.fromstring(xml)  # one forcefield, on every bead
-    assert [f.get("nbeads") for f in root.iter("force")] == [None] and root.find("system/initialize").get("nbeads") == "8"
+    xml, _ = method_xml("pair:2:inner", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=8)
+    root = ET.fromstring(xml)  # no contraction: every force on every bead
+    assert [f.get("nbeads") for f in root.iter("force")] == [None, None] and root.find("system/initialize").get("nbeads") == "8"
     xml, _ = method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt")
     assert ET.fromstring(xml).find("system/initialize").get("nbeads") == "1" and "kinetic_cv" not in xml
-    for beads, slow in ((8, 0), (8, 9), (0, None)):
+    for beads, method in ((8, "pair:2:rpc0"), (8, "pair:2:rpc9"), (0, "pair:2")):
         with pytest.raises(UserError, match="slow beads"):
-            method_xml("pair:2", MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=beads, slow_beads=slow)
+            method_xml(method, MODELS, "inputs/water-64/init.xyz", 0.1, "nvt", beads=beads)
 
 
 def test_the_fast_force_runs_in_process_unless_asked_for_a_socket():
@@ -354,6 +357,6 @@ def test_bench_refuses_beads_for_maps_and_a_contraction_beyond_the_beads(capsys)
 
     assert main(["bench", "maps", "--beads", "8"]) == 2
     assert "mode='learned_map' runs one bead" in capsys.readouterr().err
-    assert main(["bench", "placement", "--beads", "4", "--slow-beads", "8", "--workdir", "/nonexistent/x"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "slow beads between 1 and the beads (4)" in err
+    assert main(["bench", "placement", "--family", "pair", "--beads", "4", "--slow-beads", "8", "--workdir", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err.strip()  # before any run: every input is made first
+    assert len(err.splitlines()) == 1 and "pair:1:rpc8: beads must be at least 1 and slow beads between 1 and the beads (4)" in err
