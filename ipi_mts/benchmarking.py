@@ -265,22 +265,29 @@ def run_method(workdir: Path, xml: str) -> dict:
     """Run one input through `ipi-mts run` in `workdir`: its ms/step and conserved-energy
     drift. A finished run of the same input (which holds the hashes of the start structure and
     the model files) there is reused (summary.json), so an interrupted benchmark goes on where
-    it stopped and a changed analysis needs no new MD; a finished run of another input is never
-    overwritten (UserError)."""
-    summary, done = workdir / "summary.json", workdir / "input.xml"
+    it stopped and a changed analysis needs no new MD; so is a run of it that blew up
+    (blew_up.txt: its guard's message, raised again as a UserError); a finished run of another
+    input is never overwritten (UserError)."""
+    summary, done, blew_up = workdir / "summary.json", workdir / "input.xml", workdir / "blew_up.txt"
 
-    if summary.is_file() and done.is_file():
-        if same_input(done.read_text(), xml):
-            return json.loads(summary.read_text())
-        raise UserError(f"{workdir} holds a finished run of another input (other models, structure or "
-                        "settings): give another --workdir, or remove that folder to redo it")
+    if (summary.is_file() or blew_up.is_file()) and done.is_file():
+        if not same_input(done.read_text(), xml):
+            raise UserError(f"{workdir} holds a finished run of another input (other models, structure or "
+                            "settings): give another --workdir, or remove that folder to redo it")
+        if blew_up.is_file():
+            raise UserError(f"benchmark run in {workdir} failed: {blew_up.read_text().strip()}")
+        return json.loads(summary.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)
+    blew_up.unlink(missing_ok=True)
     (workdir / "input.xml").write_text(xml)
     result = subprocess.run([sys.executable, "-m", "ipi_mts.cli", "run", "--quiet", "input.xml"],
                             cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
-        raise UserError(f"benchmark run in {workdir} failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        if " blew up at step " in last:  # a result of this input, not an accident of the run
+            blew_up.write_text(last + "\n")
+        raise UserError(f"benchmark run in {workdir} failed: {last}")
     line = [l for l in result.stdout.splitlines() if l.startswith("ipi-mts run: done")][-1]
     out = {
         "ms_per_step": float(re.search(r"([0-9.e+-]+) ms/step", line).group(1)),

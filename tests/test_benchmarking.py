@@ -89,6 +89,26 @@ def test_a_finished_run_of_another_input_is_reused_or_kept_never_overwritten(tmp
     assert (tmp_path / "input.xml").read_text() == xml and (tmp_path / "summary.json").is_file()
 
 
+def test_a_run_that_blew_up_is_a_result_kept_not_run_again(tmp_path, monkeypatch):
+    """The guard's one-line message is kept with the input; the same input raises it again
+    without MD, another input is refused as for a finished run."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "motion"))
+    import mts_helpers as h
+
+    xml = h.simulation_xml(nmts=(1, 1), dt_fs=100.0, steps=200)  # the Ne springs are unstable at 100 fs
+    h.write_xyz(tmp_path / "init.xyz")
+    with pytest.raises(UserError, match="blew up at step") as first:
+        run_method(tmp_path, xml)
+    kept = (tmp_path / "blew_up.txt").read_text()
+    assert "blew up at step" in kept and kept.count("\n") == 1
+    mtime = (tmp_path / "input.xml").stat().st_mtime_ns
+    with pytest.raises(UserError) as again:
+        run_method(tmp_path, xml)
+    assert str(again.value) == str(first.value) and (tmp_path / "input.xml").stat().st_mtime_ns == mtime
+    with pytest.raises(UserError, match="holds a finished run of another input"):
+        run_method(tmp_path, h.simulation_xml(nmts=(1, 1), dt_fs=90.0, steps=200))
+
+
 def test_inputs_are_ipi_xml_with_the_right_dynamics():
     xml, dt = method_xml("split:4:inner", MODELS, "inputs/water-64/init.xyz", 1.0, "nvt", thermostat="pile_l")
     root = ET.fromstring(xml)
