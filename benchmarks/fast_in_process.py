@@ -91,7 +91,6 @@ def main():
                         help="where the pair's fast force runs, comma-separated: socket, in-process")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")
     parser.add_argument("--beads", type=int, default=1, help="path-integral beads (default: 1, classical)")
-
     parser.add_argument("--repeats", type=int, default=3, help="MD repeats (0: time the models alone only)")
     parser.add_argument("--alone", default=None, help="pairs timed alone, comma-separated (default: --pair)")
     parser.add_argument("--calls", type=int, default=10, help="calls per timing loop (alone)")

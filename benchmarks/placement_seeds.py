@@ -16,8 +16,8 @@ energy); a method's ':rpcK' contracts its slow force to K beads (1: the centroid
         --workdir runs/bench/placement-pair --out docs/benchmarks/thermostat-placement-8seeds-pair
 
     OMP_NUM_THREADS=1 python benchmarks/placement_seeds.py --reference water-pair --beads 8 \\
-        --fast socket --methods pair:2:inner:rpc1,pair:2.5:inner:rpc4,pair:2.5:inner --seeds 4 \\
-        --nvt-ps 1 --equilibration-ps 0.25 --workdir runs/bench/pimd-pair --out docs/benchmarks/pimd-rpc-pair
+        --fast socket --methods pair:1:inner,pair:1.5,pair:1.5:inner,pair:2:inner,pair:2:inner:rpc1,pair:2.5:inner,pair:2.5:inner:rpc4 \\
+        --seeds 4 --nvt-ps 1 --equilibration-ps 0.25 --workdir runs/bench/pimd-pair --out docs/benchmarks/pimd-pair-8beads
 """
 
 import argparse
