@@ -293,6 +293,46 @@ def _train_map(args) -> int:
     return 0
 
 
+def _add_resplit(sub):
+    p = sub.add_parser(
+        "resplit",
+        help="move a pair's slow share of the bond and angle stiffness to its fast model",
+        description=(
+            "Fit bonded polynomial terms T (bond lengths and angles of atoms closer than "
+            "--cutoff, found in the frames) to the slow model's forces by least squares and "
+            "write the pair fast + T, slow - T to --output: the same total energy, with a slow "
+            "force that no longer varies at the bond and bend frequencies (for longer outer "
+            "steps and ring-polymer contraction of the slow force). See "
+            "ipi_mts/training/resplit.py."
+        ),
+        epilog="example:\n  ipi-mts resplit water-pair run.pos_*.xyz --output water-pair-resplit.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("pair", metavar="PAIR", help="a fast/slow pair: model file (.pt) or shipped name")
+    p.add_argument("trajectories", nargs="+", metavar="FRAMES", help="i-PI xyz or extxyz trajectories to fit on")
+    p.add_argument("--output", required=True, metavar="OUT.pt", help="the new pair file (must not exist)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th frame (default: 1)")
+    p.add_argument("--cutoff", type=float, default=1.4, metavar="Å", help="bond cutoff (default: 1.4)")
+    p.add_argument("--switch-on", type=float, default=1.25, metavar="Å", help="where the switch-off starts (default: 1.25)")
+    p.add_argument("--bond-degree", type=int, default=4, help="degree of the bond polynomials (default: 4)")
+    p.add_argument("--angle-degree", type=int, default=4, help="degree of the angle polynomials (default: 4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_resplit)
+
+
+def _resplit(args) -> int:
+    _passive_threads()
+    from .training.resplit import resplit_file
+
+    s = resplit_file(args.pair, args.trajectories, args.output, every=args.every, quiet=args.quiet,
+                     cutoff=args.cutoff, switch_on=args.switch_on, bond_degree=args.bond_degree,
+                     angle_degree=args.angle_degree)
+    print(f"ipi-mts resplit: {args.output}: {len(s['bonds'])} bond and {len(s['angles'])} angle types on "
+          f"{s['frames']} frames; slow force RMS {1000 * s['slow_force_rms_eV_per_A']:.1f} -> "
+          f"{1000 * s['resplit_slow_force_rms_eV_per_A']:.1f} meV/A ({100 * s['share_moved']:.1f} % of its square moved)")
+    return 0
+
+
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate",
@@ -432,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_train_map(sub)
+    _add_resplit(sub)
     _add_evaluate(sub)
     _add_bench(sub)
     return parser

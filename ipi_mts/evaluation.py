@@ -195,7 +195,7 @@ def component_forces(pair, atoms_list, batch_size=8, device="cpu"):
     for start in range(0, len(atoms_list), batch_size):
         state = State.from_ase(atoms_list[start : start + batch_size], device=device)
         n = len(atoms_list[0])
-        for part, out in ((pair.fast, fast), (pair.slow, slow)):
+        for part, out in ((pair.component("fast"), fast), (pair.component("slow"), slow)):
             f = evaluate(part, state).forces.detach().double().cpu().numpy()
             out.append(f.reshape(-1, n, 3))
     return np.concatenate(fast), np.concatenate(slow)
@@ -354,7 +354,7 @@ def evaluate_model(
     fractions = metadata.get("data", {}).get("split") or (0.8, 0.1, 0.1)
     frames = _select(read_frames(data), split, fractions)
     model.check(frames[0].numbers)
-    components = {"fast": model.fast, "slow": model.slow} if is_pair else {}
+    components = {name: model.component(name) for name in ("fast", "slow")} if is_pair else {}
     p = predict(model, FrameSet(frames, device), batch_size, components)
     metrics = error_metrics(p, tuple(components))
     result = {

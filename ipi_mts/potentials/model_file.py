@@ -13,8 +13,9 @@ with `torch.load(path, weights_only=True)`, which refuses anything else:
       "masses": [1.008, 15.999] | None,        # amu, in the order of species (optional)
       "metadata": {...},                       # free-form, JSON-able (training details)
       "software": {"ipi_mts": ..., "torch": ..., "e3nn": ...},
-      "components": {                          # "full" for a single model,
-        "full": {                              # "fast" and "slow" for a pair
+      "components": {                          # "full" for a single model, "fast" and "slow"
+        "full": {                              # for a pair (and optionally its "transfer",
+                                               # architecture "bonded": see pair.py)
           "architecture": "equivariant",
           "config": {...},                     # EquivariantConfig.to_dict()
           "weights": {name: tensor, ...},      # the module's state_dict
@@ -68,6 +69,7 @@ SUFFIX = ".pt"
 UNITS = {"energy": "eV", "length": "Å"}
 KINDS = {"single": ("full",), "pair": ("fast", "slow"), "map": ()}  # required components
 MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant", "predictor": "momentum-correction"}  # optional
+PAIR_COMPONENTS = {"transfer": "bonded"}  # optional
 SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int}
 # architecture name -> (module class, config class with to_dict/from_dict)
 ARCHITECTURES = {"equivariant": (EquivariantPotential, EquivariantConfig)}
@@ -77,8 +79,10 @@ def _architectures() -> dict:
     """ARCHITECTURES and the maps' momentum correction (imported late: maps build on
     potentials, not the other way round)."""
     from ..maps.generating import MomentumCorrection
+    from .bonded import BondedConfig, BondedTerms
 
-    return ARCHITECTURES | {MomentumCorrection.architecture: (MomentumCorrection, EquivariantConfig)}
+    return ARCHITECTURES | {MomentumCorrection.architecture: (MomentumCorrection, EquivariantConfig),
+                            BondedTerms.architecture: (BondedTerms, BondedConfig)}
 
 
 def _jsonable(value, what: str):
@@ -94,7 +98,7 @@ def _actual_config(model):
     return dataclasses.replace(model.config, dtype=dtype) if dtype else model.config
 
 
-def _component_entry(model: EnergyModel, allowed=ARCHITECTURES) -> dict:
+def _component_entry(model: EnergyModel, allowed=ARCHITECTURES | dict.fromkeys(PAIR_COMPONENTS.values())) -> dict:
     name = getattr(model, "architecture", None)
     if name not in allowed:
         raise UserError(f"cannot save a {type(model).__name__}: not a learned architecture")
@@ -113,6 +117,8 @@ def save_model(path, model: EnergyModel, metadata: dict | None = None, masses=No
     path = Path(path)
     if isinstance(model, LearnedPair):
         kind, components = "pair", {"fast": model.fast, "slow": model.slow}
+        if model.transfer is not None:
+            components["transfer"] = model.transfer
     else:
         kind, components = "single", {"full": model}
     entries = {name: _component_entry(m) for name, m in components.items()}
@@ -254,8 +260,10 @@ def _read(path: Path) -> dict:
         _check_map(content)
     else:
         expected = {name: None for name in KINDS[kind]}
-        if sorted(components) != sorted(expected):
+        optional = {name: PAIR_COMPONENTS[name] for name in components if kind == "pair" and name in PAIR_COMPONENTS}
+        if sorted(set(components) - set(optional)) != sorted(expected):
             raise _Bad(f"a {kind} file needs components {list(KINDS[kind])}, found {sorted(components)}")
+        expected |= optional
     for name, want in expected.items():
         where = f" in component {name!r}"
         entry = _need(components, name, dict, "")
@@ -362,19 +370,20 @@ def load_model(path, device=None, dtype: str | None = None) -> EnergyModel:
                        "<dynamics mode='learned_map' model='...'> (or load_map)")
         species = content["species"]
         built = {
-            name: _build(name, content["components"][name], species, dtype)
-            for name in KINDS[content["kind"]]
+            name: _build(name, entry, species, dtype)
+            for name, entry in content["components"].items()
         }
     except _Bad as e:
         raise UserError(f"{path}: {e}") from None
-    model = built["full"] if content["kind"] == "single" else LearnedPair(built["fast"], built["slow"])
+    model = built["full"] if content["kind"] == "single" else LearnedPair(built["fast"], built["slow"], built.get("transfer"))
     masses = content.get("masses")
     info = {
         "metadata": content["metadata"],
         "masses": None if masses is None else dict(zip(species, (float(m) for m in masses))),
         "model_file": str(path),
     }
-    for m in [model, *built.values()]:
+    parts = [model.component(name) for name in ("fast", "slow")] if content["kind"] == "pair" else []
+    for m in {id(m): m for m in [model, *built.values(), *parts]}.values():
         for key, value in info.items():
             setattr(m, key, value)
     if device is not None:

@@ -6,6 +6,9 @@ outer step. `LearnedPair` is itself an EnergyModel (the full energy, both models
 shared neighbour list) and hands out either part as an EnergyModel of its own:
 
     pair.component("fast") -> fast model,  "slow" -> slow model,  "full" -> the pair
+
+A pair may carry a `transfer` model T (bonded.py, made by `ipi-mts resplit`): then the
+components are fast + T and slow − T, and the full energy stays fast + slow.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class LearnedPair(EnergyModel):
     `energy(state, edges=(i, j, vectors))`, a full neighbour list at least as long as their
     cutoff (as `EquivariantPotential` does)."""
 
-    def __init__(self, fast: EnergyModel, slow: EnergyModel):
+    def __init__(self, fast: EnergyModel, slow: EnergyModel, transfer: EnergyModel | None = None):
         super().__init__()
         fast_species = tuple(getattr(fast, "species", ()))
         slow_species = tuple(getattr(slow, "species", ()))
@@ -36,6 +39,9 @@ class LearnedPair(EnergyModel):
             )
         self.fast = fast
         self.slow = slow
+        self.transfer = transfer
+        if transfer is not None:
+            self.parts = torch.nn.ModuleDict({"fast": Shifted(fast, transfer, 1.0), "slow": Shifted(slow, transfer, -1.0)})
 
     @property
     def species(self) -> tuple[int, ...]:
@@ -46,10 +52,8 @@ class LearnedPair(EnergyModel):
         return max(float(self.fast.cutoff), float(self.slow.cutoff))
 
     def component(self, name: str) -> EnergyModel:
-        if name == "fast":
-            return self.fast
-        if name == "slow":
-            return self.slow
+        if name in ("fast", "slow"):
+            return self.parts[name] if self.transfer is not None else getattr(self, name)
         if name == "full":
             return self
         raise UserError(f"unknown component {name!r}: choose one of {', '.join(COMPONENTS)}")
@@ -64,4 +68,28 @@ class LearnedPair(EnergyModel):
         return self.fast.energy(state, edges=edges) + self.slow.energy(state, edges=edges)
 
 
-__all__ = ["COMPONENTS", "LearnedPair"]
+class Shifted(EnergyModel):
+    """E = base + sign · transfer, on one neighbour list: a component of a resplit pair."""
+
+    def __init__(self, base: EnergyModel, transfer: EnergyModel, sign: float):
+        super().__init__()
+        self.base, self.transfer, self.sign = base, transfer, sign
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return tuple(self.base.species)
+
+    @property
+    def cutoff(self) -> float:
+        return max(float(self.base.cutoff), float(self.transfer.cutoff))
+
+    def check(self, numbers) -> None:
+        self.base.check(numbers)
+
+    def energy(self, state: State, edges=None) -> torch.Tensor:
+        if edges is None:
+            edges = state_pairs(state, self.cutoff, full_list=True)
+        return self.base.energy(state, edges=edges) + self.sign * self.transfer.energy(state, edges=edges)
+
+
+__all__ = ["COMPONENTS", "LearnedPair", "Shifted"]

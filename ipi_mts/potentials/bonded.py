@@ -1,0 +1,176 @@
+"""Bonded terms: polynomials in the bond lengths and bond angles of atoms found bound by their
+distance (no topology file, so ring-polymer beads and any atom order work), switched off
+smoothly between `switch_on` and `cutoff`:
+
+    E = Σ_bonds a–b  s(r) Σ_{k=1..K} b_k (r − r0)^k
+      + Σ_angles a–c–a  s(r₁) s(r₂) [Σ_{k=1..L} a_k (u − u0)^k + a_ru (δ₁ + δ₂)(u − u0) + a_rr δ₁δ₂]
+
+with u = cos θ at the centre c, δ = r − r0 of each arm (r0 of the a–c bond type, or of the
+angle type), and s(r) = 1 − 10x³ + 15x⁴ − 6x⁵, x = (r − switch_on)/(cutoff − switch_on),
+clamped to [0, 1] (C² at both ends).
+
+Its use here is `resplit` (training/resplit.py): moving the stiff intramolecular curvature
+that a co-trained slow model took on to the fast side of the pair, fast' = fast + E_b and
+slow' = slow − E_b, so that E_fast' + E_slow' is the pair's energy unchanged. E is linear in
+the coefficients: `features` gives the per-structure value of every monomial, which
+`energy` contracts with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..neighbors import state_pairs
+from ..state import State
+from .base import EnergyModel
+
+
+@dataclass
+class BondedConfig:
+    species: list[int]  # atomic numbers the model accepts (any others: UserError)
+    bonds: list[dict] = field(default_factory=list)  # [{"species": [a, b], "r0": Å}]
+    angles: list[dict] = field(default_factory=list)  # [{"species": [a, c, a], "r0": Å, "u0": cos θ0}]
+    bond_degree: int = 4  # K
+    angle_degree: int = 4  # L
+    switch_on: float = 1.25  # Å
+    cutoff: float = 1.4  # Å
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        self.species = [int(z) for z in self.species]
+        if not 0 < self.switch_on < self.cutoff:
+            raise UserError(f"bonded terms need 0 < switch_on < cutoff, got {self.switch_on} and {self.cutoff}")
+        if self.bond_degree < 1 or self.angle_degree < 1:
+            raise UserError("bonded terms need bond_degree and angle_degree of at least 1")
+        for kind, entries, n in (("bond", self.bonds, 2), ("angle", self.angles, 3)):
+            for entry in entries:
+                zs = entry.get("species", [])
+                if len(zs) != n or any(int(z) not in self.species for z in zs):
+                    raise UserError(f"a {kind} type needs {n} species among {self.species}, got {zs}")
+                if kind == "angle" and zs[0] != zs[2]:
+                    raise UserError(f"angle types a-c-a need equal arms, got {zs}")
+        if self.dtype not in ("float32", "float64"):
+            raise UserError(f"bad dtype {self.dtype!r}: choose float32 or float64")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BondedConfig":
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UserError(f"unknown bonded-term settings: {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"bad bonded-term settings: {e}") from None
+
+
+def switch(r: torch.Tensor, on: float, off: float) -> torch.Tensor:
+    x = ((r - on) / (off - on)).clamp(0.0, 1.0)
+    return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x * x)
+
+
+class BondedTerms(EnergyModel):
+    """E as in the module docstring; coefficients in the buffers `bond_coefficients` (one row
+    of K per bond type) and `angle_coefficients` (one row of L + 2 per angle type), eV."""
+
+    architecture = "bonded"
+
+    def __init__(self, config: BondedConfig):
+        super().__init__()
+        self.config = config
+        dtype = getattr(torch, config.dtype)
+        self.register_buffer("bond_coefficients", torch.zeros(len(config.bonds), config.bond_degree, dtype=dtype))
+        self.register_buffer("angle_coefficients", torch.zeros(len(config.angles), config.angle_degree + 2, dtype=dtype))
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return tuple(self.config.species)
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.cutoff)
+
+    @property
+    def n_features(self) -> int:
+        return self.bond_coefficients.numel() + self.angle_coefficients.numel()
+
+    def check(self, numbers) -> None:
+        unknown = sorted(set(np.asarray(torch.as_tensor(numbers).cpu()).reshape(-1).tolist()) - set(self.species))
+        if unknown:
+            raise UserError(f"bonded terms know species {list(self.species)}, not Z={unknown}")
+
+    def set_coefficients(self, flat) -> None:
+        flat = torch.as_tensor(flat, dtype=self.bond_coefficients.dtype)
+        nb = self.bond_coefficients.numel()
+        self.bond_coefficients.copy_(flat[:nb].reshape(self.bond_coefficients.shape))
+        self.angle_coefficients.copy_(flat[nb:].reshape(self.angle_coefficients.shape))
+
+    def coefficients(self) -> torch.Tensor:
+        return torch.cat([self.bond_coefficients.reshape(-1), self.angle_coefficients.reshape(-1)])
+
+    def energy(self, state: State, edges=None) -> torch.Tensor:
+        return self.features(state, edges) @ self.coefficients().to(state.positions.dtype)
+
+    def features(self, state: State, edges=None) -> torch.Tensor:
+        """(n_structures, n_features): the per-structure sum of every monomial, in the order of
+        `coefficients()`."""
+        c = self.config
+        i, j, vectors = state_pairs(state, c.cutoff, full_list=True) if edges is None else edges
+        r = torch.linalg.vector_norm(vectors, dim=-1)
+        keep = (r < c.cutoff).nonzero().squeeze(-1)
+        i, j, vectors, r = i[keep], j[keep], vectors[keep], r[keep]
+        z = state.numbers
+        zi, zj = z[i], z[j]
+        s = switch(r, c.switch_on, c.cutoff)
+        dtype, device = state.positions.dtype, state.positions.device
+        out = []
+        for bond in c.bonds:
+            a, b = (int(x) for x in bond["species"])
+            mask = (zi == a) & (zj == b) & ((i < j) if a == b else True)
+            d = (r[mask] - float(bond["r0"]))[:, None] ** torch.arange(1, c.bond_degree + 1, device=device)
+            out.append(self._per_structure(state, i[mask], s[mask, None] * d))
+        for angle in c.angles:
+            arm, centre = int(angle["species"][0]), int(angle["species"][1])
+            mask = ((zi == centre) & (zj == arm)).nonzero().squeeze(-1)
+            e1, e2 = _pairs_sharing_centre(i[mask], mask)
+            v1, v2 = vectors[e1], vectors[e2]
+            u = (v1 * v2).sum(-1) / (r[e1] * r[e2])
+            du = u - float(angle["u0"])
+            d1, d2 = r[e1] - float(angle["r0"]), r[e2] - float(angle["r0"])
+            monomials = [du**k for k in range(1, c.angle_degree + 1)] + [(d1 + d2) * du, d1 * d2]
+            weight = (s[e1] * s[e2])[:, None]
+            out.append(self._per_structure(state, i[e1], weight * torch.stack(monomials, -1)))
+        if not out:
+            return torch.zeros(state.n_structures, 0, dtype=dtype, device=device)
+        return torch.cat(out, dim=-1)
+
+    @staticmethod
+    def _per_structure(state, centre, values):
+        total = torch.zeros(state.n_structures, values.shape[-1], dtype=values.dtype, device=values.device)
+        return total.index_add(0, state.batch[centre], values)
+
+
+def _pairs_sharing_centre(centre: torch.Tensor, index: torch.Tensor):
+    """Every unordered pair of the edges `index` whose centres are equal (no loop over atoms):
+    edges sorted by centre, then each offset k pairs position p with p + k."""
+    order = torch.argsort(centre, stable=True)
+    sorted_centre, sorted_index = centre[order], index[order]
+    first, second = [], []
+    for k in range(1, len(sorted_centre)):
+        same = (sorted_centre[:-k] == sorted_centre[k:]).nonzero().squeeze(-1)
+        if len(same) == 0:
+            break
+        first.append(sorted_index[same])
+        second.append(sorted_index[same + k])
+    if not first:
+        return index[:0], index[:0]
+    return torch.cat(first), torch.cat(second)
+
+
+__all__ = ["BondedConfig", "BondedTerms", "switch"]
