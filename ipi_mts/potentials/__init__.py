@@ -21,7 +21,7 @@ REFERENCE_POTENTIALS = {
 
 # shipped learned models: NAME -> ipi_mts/models/NAME.pt (trained and added separately)
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-SHIPPED_MODELS = ("water-pair", "water-baseline")
+SHIPPED_MODELS = ("water-pair", "water-pair-resplit", "water-baseline")
 MODEL_FILE_PARAMS = ("dtype",)
 ASE_PREFIX = "ase:"  # ase:NAME, any ASE calculator (ase_calculator.py)
 
