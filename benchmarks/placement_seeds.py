@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", required=True, help="comma-separated; the reference is always run")
+    parser.add_argument("--methods", required=True, help="comma-separated; the reference is always run ('reference': only it)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--structure", default=str(ROOT / "inputs" / "water-64" / "init.xyz"))
     parser.add_argument("--pair", default="water-pair")
@@ -45,7 +45,7 @@ def main():
     parser.add_argument("--out", required=True, help="output path without suffix")
     args = parser.parse_args()
     models = {"reference": args.reference, "pair": args.pair, "conventional": "water-baseline"}
-    methods = with_seeds(["reference"] + args.methods.split(","), args.seeds)
+    methods = with_seeds(["reference"] + [m for m in args.methods.split(",") if m and m != "reference"], args.seeds)
     rows, results, failures = compare(methods, models, "reference", structure=args.structure, nvt_ps=args.nvt_ps,
                                       nve_ps=0.0, thermostat="pile_l", workdir=args.workdir,
                                       equilibration_ps=args.equilibration_ps, beads=args.beads,

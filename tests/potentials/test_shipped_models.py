@@ -24,7 +24,7 @@ def reference():
 
 
 def test_both_are_installed():
-    assert {"water-pair", "water-baseline"} <= set(shipped_models())
+    assert {"water-pair", "water-pair-resplit", "water-baseline"} <= set(shipped_models())
 
 
 @pytest.mark.parametrize("name", ["water-pair", "water-baseline"])
@@ -43,3 +43,34 @@ def test_pair_components_add_up(reference):
     parts = {c: evaluate(load_potential("water-pair", c, dtype="float64"), state) for c in ("fast", "slow", "full")}
     torch.testing.assert_close(parts["fast"].energy + parts["slow"].energy, parts["full"].energy)
     torch.testing.assert_close(parts["fast"].forces + parts["slow"].forces, parts["full"].forces)
+
+
+def _curvature(model, state, v, h=1e-3):
+    """v·H·v (eV/Å²) by central differences of the forces along the unit vector v."""
+    from dataclasses import replace
+
+    f = [evaluate(model, replace(state, positions=state.positions + s * h * v)).forces for s in (1, -1)]
+    return float(-((f[0] - f[1]) * v).sum() / (2 * h))
+
+
+def test_resplit_pair_has_the_same_total_and_a_slow_part_without_bond_stiffness(reference):
+    """water-pair-resplit (`ipi-mts resplit`, docs/learned-mts.md): its total is water-pair's
+    bit for bit, and its slow part holds less than 3 % (either sign) of the O–H stretch's curvature and < 20 % of the
+    bend's (water-pair's: 10 % and 62 %)."""
+    state = reference[0]
+    state = type(state)(**{**vars(state), "positions": state.positions[:648], "numbers": state.numbers[:648],
+                           "cell": state.cell[:1], "batch": state.batch[:648]})
+    full = {name: evaluate(load_potential(name, dtype="float64"), state) for name in ("water-pair", "water-pair-resplit")}
+    assert torch.equal(full["water-pair"].forces, full["water-pair-resplit"].forces)
+    fast, slow = (load_potential("water-pair-resplit", c, dtype="float64") for c in ("fast", "slow"))
+    parts = [evaluate(m, state).forces for m in (fast, slow)]
+    torch.testing.assert_close(parts[0] + parts[1], full["water-pair"].forces)
+    pos = state.positions.reshape(-1, 3, 3)
+    bond = pos[:, 1] - pos[:, 0]
+    normal = torch.linalg.cross(bond, pos[:, 2] - pos[:, 0])
+    for kind, direction, limit in (("stretch", bond, 0.03), ("bend", torch.linalg.cross(normal, bond), 0.20)):
+        v = torch.zeros_like(pos)
+        v[:, 1] = direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
+        v = (v / torch.linalg.vector_norm(v)).reshape(-1, 3)
+        k_fast, k_slow = _curvature(fast, state, v), _curvature(slow, state, v)
+        assert abs(k_slow / (k_fast + k_slow)) < limit, f"{kind}: slow share {k_slow / (k_fast + k_slow):.3f}"
