@@ -8,12 +8,14 @@ along the fast intramolecular coordinates (q-TIP4P/F's intermolecular part) and 
 it is not. For every O–H bond and every H–O–H bend of the structure(s), the directional
 curvature v·H·v (eV/Å²) of each component along the unit vector v that stretches the bond
 (H moves along O→H) or closes the angle (H moves in the molecule's plane, perpendicular to
-its bond), by a Hessian-vector product (autograd's double backward; checked against central
-finite differences of the forces on the first bond). Printed as a markdown table: the mean
-over bonds and frames, and the slow component's share of the sum.
+its bond), and for every molecule along its three rigid rotations about the O (librations,
+held by the hydrogen bonds), by a Hessian-vector product (autograd's double backward;
+checked against central finite differences of the forces on the first vector). Printed as
+a markdown table: the mean over vectors and frames, and the slow component's share of the
+sum.
 
     OMP_NUM_THREADS=1 python benchmarks/slow_curvature.py --structure inputs/water-64/init.xyz \\
-        --pairs water-pair:fast:slow,qtip4pf-intra:full:qtip4pf-inter
+        --pairs water-pair:fast:slow,water-pair-resplit:fast:slow,qtip4pf-intra:full:qtip4pf-inter
 """
 
 import argparse
@@ -28,8 +30,10 @@ from ipi_mts.state import State
 
 
 def directions(atoms):
-    """Unit displacement vectors (n_atoms, 3) of each bond stretch and each bend, O,H,H order."""
-    out = {"stretch": [], "bend": []}
+    """Unit displacement vectors (n_atoms, 3) of each bond stretch and each bend, and of each
+    molecule's rigid rotation about its O around the normal, the bisector and the in-plane
+    axis perpendicular to both (libration), O,H,H order."""
+    out = {"stretch": [], "bend": [], "libration": []}
     pos = atoms.positions
     for o in range(0, len(atoms), 3):
         bonds = [pos[o + k] - pos[o] for k in (1, 2)]
@@ -40,6 +44,13 @@ def directions(atoms):
                 v = np.zeros_like(pos)
                 v[o + 1 + k] = w / np.linalg.norm(w)
                 out[kind].append(v)
+        n = normal / np.linalg.norm(normal)
+        bisector = (bonds[0] + bonds[1]) / np.linalg.norm(bonds[0] + bonds[1])
+        for axis in (n, bisector, np.cross(n, bisector)):
+            v = np.zeros_like(pos)
+            for k in (1, 2):
+                v[o + k] = np.cross(axis, bonds[k - 1])
+            out["libration"].append(v / np.linalg.norm(v))
     return out
 
 
@@ -85,7 +96,7 @@ def main():
         a, b, c = spec.split(":")
         fast, slow = ((load_potential(a, b), load_potential(a, c)) if b != "full"
                       else (load_potential(a), load_potential(c)))
-        for kind in ("stretch", "bend"):
+        for kind in ("stretch", "bend", "libration"):
             k = {"fast": [], "slow": []}
             for atoms in frames:
                 vectors = directions(atoms)[kind]
