@@ -437,6 +437,15 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
     return judge(results, baseline), results, failures
 
 
+def method_family(method: str) -> str:
+    """The line a method's speedup is drawn on: its name without the outer step for the MTS
+    kinds ('pair:2.5:inner:rpc4' -> 'pair:inner:rpc4', 'pair:2' -> 'pair'), its kind for the
+    others ('map:al-map-16fs' -> 'map')."""
+    kind, _, rest = method.partition(":")
+    options = rest.partition(":")[2] if kind in ("pair", "split") else ""
+    return kind + (":" + options if options else "")
+
+
 def run_folder(method: str) -> str:
     """The folder of a run in a benchmark's workdir: 'pair:2.5:inner@8' -> 'pair-2.5-inner-seed-8'."""
     return method.replace(":", "-").replace("@", "-seed-")
@@ -740,11 +749,8 @@ def write_report(rows, results, out: Path, speedup_label: str, failures=None):
         ax.set_xlabel("r (Å)"), ax.set_title(f"g {_pretty(name)} (r)")
     axes[0].legend(fontsize=7)
 
-    def family(method):
-        return method.split(":")[0] + (":inner" if method.endswith(":inner") else "")
-
-    for fam in sorted({family(r["method"]) for r in rows if ":" in r["method"]}):
-        sel = [r for r in rows if ":" in r["method"] and family(r["method"]) == fam]
+    for fam in sorted({method_family(r["method"]) for r in rows if ":" in r["method"]}):
+        sel = [r for r in rows if ":" in r["method"] and method_family(r["method"]) == fam]
         axes[-1].plot([r["outer_fs"] for r in sel], [r["speedup"] for r in sel], "o-", label=fam)
         for r in sel:
             if not r["within_error"]:

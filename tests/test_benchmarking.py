@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ipi_mts import units
-from ipi_mts.benchmarking import method_xml, parse_method, resolved_model, run_method, same_input
+from ipi_mts.benchmarking import method_family, method_xml, parse_method, resolved_model, run_method, same_input
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -234,6 +234,14 @@ def test_judge_measures_the_error_with_the_control_run():
     # its O–O χ of 1.6 > 1.5 is chance: 5 blocks estimate the error loosely)
     del results["reference@8"]
     assert not {r["method"]: r for r in judge(results, "reference")}["same"]["within_error"]
+
+
+def test_speedup_lines_join_the_outer_steps_of_one_method():
+    lines = {m: method_family(m) for m in ("pair:2", "pair:3", "pair:2.5:inner", "pair:3:inner:baoab",
+                                           "pair:2.5:inner:rpc4", "pair:3:inner:rpc4", "split:1", "map:al-map-16fs")}
+    assert lines == {"pair:2": "pair", "pair:3": "pair", "pair:2.5:inner": "pair:inner",
+                     "pair:3:inner:baoab": "pair:inner:baoab", "pair:2.5:inner:rpc4": "pair:inner:rpc4",
+                     "pair:3:inner:rpc4": "pair:inner:rpc4", "split:1": "split", "map:al-map-16fs": "map"}
 
 
 def test_seeds_run_every_method_seed_by_seed():
