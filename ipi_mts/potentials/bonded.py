@@ -1,16 +1,13 @@
 """Bonded terms: polynomials in the bond lengths and bond angles of atoms found bound by their
 distance (no topology file, so ring-polymer beads and any atom order work), switched off
-smoothly between `switch_on` and `cutoff`, and optionally pair terms of the close contacts
-beyond the bonds (hydrogen bonds) up to `pair_cutoff`:
+smoothly between `switch_on` and `cutoff`:
 
     E = Σ_bonds a–b  s(r) Σ_{k=1..K} b_k (r − r0)^k
       + Σ_angles a–c–a  s(r₁) s(r₂) [Σ_{k=1..L} a_k (u − u0)^k + a_ru (δ₁ + δ₂)(u − u0) + a_rr δ₁δ₂]
-      + Σ_contacts a···b  (1 − s(r)) w(r) Σ_{m=0..M−1} p_m P_m(y)
 
 with u = cos θ at the centre c, δ = r − r0 of each arm (r0 of the angle type), s(r) = 1 −
 10x³ + 15x⁴ − 6x⁵, x = (r − switch_on)/(cutoff − switch_on) clamped to [0, 1] (C² at both
-ends), w(r) the same switch from `pair_cutoff` − `pair_switch` to `pair_cutoff`, and P_m the
-Legendre polynomials of y ∈ [−1, 1] across [switch_on, pair_cutoff].
+ends).
 
 Its use here is `resplit` (training/resplit.py): moving the stiff short-range curvature that
 a co-trained slow model took on to the fast side of the pair, fast' = fast + E_b and slow' =
@@ -37,28 +34,21 @@ class BondedConfig:
     species: list[int]  # atomic numbers the model accepts (any others: UserError)
     bonds: list[dict] = field(default_factory=list)  # [{"species": [a, b], "r0": Å}]
     angles: list[dict] = field(default_factory=list)  # [{"species": [a, c, a], "r0": Å, "u0": cos θ0}]
-    pairs: list[list[int]] = field(default_factory=list)  # contact types [a, b]
     bond_degree: int = 4  # K
     angle_degree: int = 4  # L
-    pair_degree: int = 6  # M
     switch_on: float = 1.25  # Å
     cutoff: float = 1.4  # Å
-    pair_cutoff: float = 2.6  # Å
-    pair_switch: float = 0.2  # Å
     dtype: str = "float64"
 
     def __post_init__(self):
         self.species = [int(z) for z in self.species]
         if not 0 < self.switch_on < self.cutoff:
             raise UserError(f"bonded terms need 0 < switch_on < cutoff, got {self.switch_on} and {self.cutoff}")
-        if self.pairs and not 0 < self.pair_switch < self.pair_cutoff - self.cutoff:
-            raise UserError(f"contacts need 0 < pair_switch < pair_cutoff - cutoff, got {self.pair_switch}, "
-                            f"{self.pair_cutoff} and {self.cutoff}")
-        if min(self.bond_degree, self.angle_degree, self.pair_degree) < 1:
-            raise UserError("bonded terms need bond_degree, angle_degree and pair_degree of at least 1")
-        for kind, entries, n in (("bond", self.bonds, 2), ("angle", self.angles, 3), ("contact", self.pairs, 2)):
+        if min(self.bond_degree, self.angle_degree) < 1:
+            raise UserError("bonded terms need bond_degree and angle_degree of at least 1")
+        for kind, entries, n in (("bond", self.bonds, 2), ("angle", self.angles, 3)):
             for entry in entries:
-                zs = entry if kind == "contact" else entry.get("species", [])
+                zs = entry.get("species", [])
                 if len(zs) != n or any(int(z) not in self.species for z in zs):
                     raise UserError(f"a {kind} type needs {n} species among {self.species}, got {zs}")
                 if kind == "angle" and zs[0] != zs[2]:
@@ -85,18 +75,9 @@ def switch(r: torch.Tensor, on: float, off: float) -> torch.Tensor:
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x * x)
 
 
-def legendre(y: torch.Tensor, n: int) -> torch.Tensor:
-    """(len(y), n): P_0..P_{n−1}, by (m + 1) P_{m+1} = (2m + 1) y P_m − m P_{m−1}."""
-    values = [torch.ones_like(y), y]
-    for m in range(1, n - 1):
-        values.append(((2 * m + 1) * y * values[m] - m * values[m - 1]) / (m + 1))
-    return torch.stack(values[:n], -1)
-
-
 class BondedTerms(EnergyModel):
     """E as in the module docstring; coefficients (eV) in the buffers `bond_coefficients` (one
-    row of K per bond type), `angle_coefficients` (L + 2 per angle type) and
-    `pair_coefficients` (M per contact type; only with contacts)."""
+    row of K per bond type) and `angle_coefficients` (L + 2 per angle type)."""
 
     architecture = "bonded"
 
@@ -106,8 +87,6 @@ class BondedTerms(EnergyModel):
         dtype = getattr(torch, config.dtype)
         self.register_buffer("bond_coefficients", torch.zeros(len(config.bonds), config.bond_degree, dtype=dtype))
         self.register_buffer("angle_coefficients", torch.zeros(len(config.angles), config.angle_degree + 2, dtype=dtype))
-        if config.pairs:
-            self.register_buffer("pair_coefficients", torch.zeros(len(config.pairs), config.pair_degree, dtype=dtype))
 
     @property
     def species(self) -> tuple[int, ...]:
@@ -115,10 +94,10 @@ class BondedTerms(EnergyModel):
 
     @property
     def cutoff(self) -> float:
-        return float(self.config.pair_cutoff if self.config.pairs else self.config.cutoff)
+        return float(self.config.cutoff)
 
     def _coefficient_buffers(self):
-        return (self.bond_coefficients, self.angle_coefficients) + ((self.pair_coefficients,) if self.config.pairs else ())
+        return (self.bond_coefficients, self.angle_coefficients)
 
     @property
     def n_features(self) -> int:
@@ -168,15 +147,6 @@ class BondedTerms(EnergyModel):
             monomials = [du**k for k in range(1, c.angle_degree + 1)] + [(d1 + d2) * du, d1 * d2]
             weight = (s[e1] * s[e2])[:, None]
             out.append(self._per_structure(state, bi[e1], weight * torch.stack(monomials, -1)))
-        if c.pairs:
-            near = ((r > c.switch_on) & (r < c.pair_cutoff)).nonzero().squeeze(-1)
-            ci, cj, cr = i[near], j[near], r[near]
-            weight = (1 - switch(cr, c.switch_on, c.cutoff)) * switch(cr, c.pair_cutoff - c.pair_switch, c.pair_cutoff)
-            y = (2 * cr - c.switch_on - c.pair_cutoff) / (c.pair_cutoff - c.switch_on)
-            basis = weight[:, None] * legendre(y, c.pair_degree)
-            for a, b in c.pairs:
-                mask = (z[ci] == a) & (z[cj] == b) & ((ci < cj) if a == b else True)
-                out.append(self._per_structure(state, ci[mask], basis[mask]))
         if not out:
             return torch.zeros(state.n_structures, 0, dtype=state.positions.dtype, device=r.device)
         return torch.cat(out, dim=-1)
@@ -204,4 +174,4 @@ def _pairs_sharing_centre(centre: torch.Tensor, index: torch.Tensor):
     return torch.cat(first), torch.cat(second)
 
 
-__all__ = ["BondedConfig", "BondedTerms", "legendre", "switch"]
+__all__ = ["BondedConfig", "BondedTerms", "switch"]

@@ -61,22 +61,17 @@ def bonded_types(frames, species, cutoff: float) -> tuple[list[dict], list[dict]
 
 
 def fit_transfer(pair: LearnedPair, frames, bond_degree=4, angle_degree=4, switch_on=1.25, cutoff=1.4,
-                 contacts=False, pair_degree=6, ridge=1e-8, quiet=False) -> tuple[BondedTerms, dict]:
+                 ridge=1e-8, quiet=False) -> tuple[BondedTerms, dict]:
     """T fitted to the slow force of `pair` on `frames` (module docstring), and a summary:
-    types, RMS slow force before and after, the share of its square that T takes. With
-    `contacts`, T also holds pair terms of every species pair from the bonds out to the fast
-    model's cutoff (hydrogen bonds), so that fast' keeps the fast model's reach."""
+    types, RMS slow force before and after, the share of its square that T takes."""
     if not isinstance(pair, LearnedPair):
         raise UserError("resplit needs a fast/slow pair, not a single model")
     if pair.transfer is not None:
         raise UserError("this pair has been resplit already: resplit the original pair")
     bonds, angles = bonded_types(frames, pair.species, cutoff)
-    species = sorted(pair.species)
-    pairs = [[a, b] for n, a in enumerate(species) for b in species[n:]] if contacts else []
-    transfer = BondedTerms(BondedConfig(species=list(pair.species), bonds=bonds, angles=angles, pairs=pairs,
+    transfer = BondedTerms(BondedConfig(species=list(pair.species), bonds=bonds, angles=angles,
                                         bond_degree=bond_degree, angle_degree=angle_degree,
-                                        pair_degree=pair_degree, switch_on=switch_on, cutoff=cutoff,
-                                        pair_cutoff=float(pair.fast.cutoff)))
+                                        switch_on=switch_on, cutoff=cutoff))
     m = transfer.n_features
     normal, rhs, slow_sq, n_values = np.zeros((m, m)), np.zeros(m), 0.0, 0
     basis_forces, slow_forces = [], []
@@ -107,9 +102,8 @@ def fit_transfer(pair: LearnedPair, frames, bond_degree=4, angle_degree=4, switc
         "slow_force_rms_eV_per_A": float(np.sqrt(slow_sq / n_values)),
         "resplit_slow_force_rms_eV_per_A": float(np.sqrt(residual_sq / n_values)),
         "share_moved": float(1 - residual_sq / slow_sq),
-        "contacts": pairs,
         "settings": {"bond_degree": bond_degree, "angle_degree": angle_degree, "switch_on": switch_on,
-                     "cutoff": cutoff, "pair_degree": pair_degree, "ridge": ridge},
+                     "cutoff": cutoff, "ridge": ridge},
     }
     return transfer, summary
 
