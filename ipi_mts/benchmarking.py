@@ -52,7 +52,7 @@ TEMPLATE = """<!-- structure sha256 {structure_sha}{weights_sha} (a reused run m
     <forces>
 {forces}
     </forces>
-    <motion mode='dynamics'>
+    <motion mode='dynamics'>{fixcom}
       <dynamics mode='{mode}'{attrs}>
         <timestep units='femtosecond'>{dt}</timestep>{nmts}{thermostat}
       </dynamics>
@@ -64,6 +64,7 @@ TEMPLATE = """<!-- structure sha256 {structure_sha}{weights_sha} (a reused run m
 
 
 THERMOSTAT_TAU_FS = {"svr": 200.0, "pile_l": 100.0}  # defaults: gentle, so that diffusion means something
+ISOKINETIC_TAU_FS = 20.0  # placement 'isokinetic' (SIN(R)): its thermostat masses kT τ² and friction 1/τ
 
 
 def _ff(name, model, component="full", in_process=False):
@@ -222,6 +223,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
     thermo = ""
     if ensemble == "nvt" and m.gle:
         thermo = "\n        " + highpass_gle_xml(1.0 / (tau_fs or THERMOSTAT_TAU_FS[thermostat]))
+    elif ensemble == "nvt" and m.placement == "isokinetic":  # SIN(R) takes its τ from a langevin <thermostat>
+        thermo = f"\n        <thermostat mode='langevin'><tau units='femtosecond'>{tau_fs or ISOKINETIC_TAU_FS:g}</tau></thermostat>"
     elif ensemble == "nvt":
         tau = tau_fs or THERMOSTAT_TAU_FS[thermostat]
         thermo = f"\n        <thermostat mode='{thermostat}'><tau units='femtosecond'>{tau:g}</tau></thermostat>"
@@ -237,6 +240,7 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
         weights_sha=weights_sha([model for _, model, _, _ in m.ffs]
                                 + ([m.map_model.removeprefix("direct:")] if m.map_model else [])),
         forces=forces, mode=mode, attrs=attrs, dt=m.dt, nmts=nmts, thermostat=thermo,
+        fixcom="\n      <fixcom>false</fixcom>" if m.placement == "isokinetic" else "",
     ), m.dt
 
 
@@ -408,7 +412,7 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
                       fast=fast, beads=beads)
         nvt_xml, dt = method_xml(name, models, structure, nvt_ps + equilibration_ps, "nvt", thermostat=thermostat,
                                  tau_fs=tau_fs, **common)
-        placement_free = nve_ps > 0 and parse_method(name, models, inner_fs).placement != "inner"
+        placement_free = nve_ps > 0 and parse_method(name, models, inner_fs).placement not in ("inner", "isokinetic")
         inputs[method] = nvt_xml, dt, method_xml(name, models, structure, nve_ps, "nve", **common)[0] if placement_free else None
     results, failures = {}, {}
     root = Path(workdir or tempfile.mkdtemp(prefix="ipi-mts-bench-"))

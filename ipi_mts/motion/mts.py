@@ -1,13 +1,16 @@
 """The integrator of `<dynamics mode='mts'>`: multiple-time-step (RESPA) dynamics with the
-thermostat outside the whole step or inside the innermost loop."""
+thermostat outside the whole step, inside the innermost loop, or isokinetic (SIN(R))."""
 
 from __future__ import annotations
 
 import numpy as np
 from ipi.engine.barostats import Barostat
 from ipi.engine.motion.dynamics import NVEIntegrator, NVTIntegrator
-from ipi.engine.thermostats import Thermostat
+from ipi.engine.thermostats import ThermoLangevin, Thermostat
+from ipi.utils.depend import dstrip
+from ipi.utils.units import Constants
 
+from .isokinetic import Isokinetic
 from .monitor import GuardSettings, Monitor
 from .registration import PLACEMENTS
 
@@ -59,6 +62,18 @@ class MTSIntegrator(NVTIntegrator):
     Centre-of-mass and fixed-atom constraints are applied after every kick and every O,
     as i-PI does. Barostats (NPT) are not supported: use i-PI's mode='npt' with `<nmts>`.
 
+    thermostat_placement='isokinetic' (SIN(R), isokinetic.py: classical, one bead, with a
+    `<thermostat mode='langevin'>` whose τ sets the thermostat's masses and friction) replaces
+    the kicks and the thermostat by the isokinetic sub-steps V_F, N, OU of isokinetic.py:
+
+        R_k = [ V_{F_k}(h_k/2) R_{k+1} V_{F_k}(h_k/2) ]^{n_k},   k < L-1
+        R_{L-1} = [ N(δ/2) V_{F_{L-1}}(δ/2) A(δ) OU(δ) V_{F_{L-1}}(δ/2) N(δ/2) ]^{n_{L-1}}
+        Φ(Δt) = R_0
+
+    It samples exp(−V/kT) in the positions only, with no resonance between the outer step
+    and the fast modes; i-PI's kinetic temperature reads T L/(L+1), and there is no
+    conserved energy.
+
     Kinetic temperature with 'inner': a step end lies between two slow half-kicks, and for
     its momenta p and those just inside the steps on either side, p ∓ (Δt/2) F_slow,
     identically  p²/2m = mean of (p ∓ (Δt/2) F_slow)²/2m − (Δt/2)² F_slow²/2m,
@@ -70,7 +85,7 @@ class MTSIntegrator(NVTIntegrator):
     them too.
     """
 
-    def __init__(self, thermostat_placement="outer", guard=None):
+    def __init__(self, thermostat_placement="outer", guard=None, isokinetic=None):
         super().__init__()
         if thermostat_placement not in PLACEMENTS:
             raise ValueError(
@@ -79,6 +94,8 @@ class MTSIntegrator(NVTIntegrator):
         self.thermostat_placement = thermostat_placement
         self.guard_settings = GuardSettings.from_dict(guard)
         self.monitor = None
+        self.isokinetic = None  # the SIN(R) thermostat (placement 'isokinetic'), made in bind
+        self._isokinetic_state = isokinetic  # its (v1, v2) from a RESTART, if any
 
     # ------------------------------------------------------------------ set-up
     def get_tdt(self):
@@ -105,8 +122,27 @@ class MTSIntegrator(NVTIntegrator):
                 "path-integral <dynamics mode='mts'> needs a positive <ensemble><temperature> "
                 "(it sets the ring-polymer springs), also without a thermostat"
             )
+        if self.thermostat_placement == "isokinetic":
+            self._bind_isokinetic()
         self.monitor = Monitor(self.guard_settings)
         self.monitor.bind(self, getattr(motion, "output_maker", None))
+
+    def _bind_isokinetic(self):
+        why = None
+        if self.beads.nbeads > 1:
+            why = "is classical only (one bead): use 'inner' for path integrals"
+        elif type(self.thermostat) is not ThermoLangevin:
+            why = "needs <thermostat mode='langevin'> (its tau sets the isokinetic thermostat)"
+        elif self.fixcom:
+            why = "thermostats the centre of mass too: set <fixcom>False</fixcom> in <motion>"
+        elif len(self.fixatoms_dof) > 0:
+            why = "does not support fixed atoms"
+        if why:
+            raise ValueError(f"thermostat_placement='isokinetic' {why}")
+        state = self._isokinetic_state
+        self.isokinetic = Isokinetic(Constants.kb * self.ensemble.temp, self.thermostat.tau,
+                                     dstrip(self.beads.m3)[0], self.prng.gvec,
+                                     state=state if state is not None and np.size(state) else None)
 
     # ------------------------------------------------------------------ steps
     def _inner(self, level):
@@ -141,11 +177,40 @@ class MTSIntegrator(NVTIntegrator):
                 self.pconstraints()
                 self.monitor.after_thermostat()
 
+    def _level_force(self, level):
+        force = dstrip(self.forces.mts_forces[level].f)[0]
+        if level == 0 and self.ensemble.has_bias:
+            force = force + dstrip(self.bias.f)[0]
+        return force
+
+    def _isokinetic_level(self, level, v):
+        """R_level of the isokinetic placement, on the velocities v (3N,); returns them."""
+        iso, last, half = self.isokinetic, self.nmtslevels - 1, self.pdt[level]
+        for _ in range(int(self.nmts[level])):
+            if level == last:
+                v = iso.nose_hoover(v, half)
+            v = iso.kick(v, self._level_force(level), half)
+            if level < last:
+                v = self._isokinetic_level(level + 1, v)
+            else:
+                self.beads.q[0] += 2 * half * v
+                iso.ornstein_uhlenbeck(2 * half)
+            v = iso.kick(v, self._level_force(level), half)
+            if level == last:
+                v = iso.nose_hoover(v, half)
+        return v
+
     def step(self, step=None):
         """One time step Δt, then the guard."""
         if self.splitting not in ("obabo", "baoab"):
             raise ValueError("Invalid splitting requested. Only OBABO and BAOAB are supported.")
-        if not self.thermostatted:
+        if self.isokinetic is not None:
+            m = dstrip(self.beads.m3)[0]
+            # (v, v1) back onto the isokinetic surface: a no-op but for round-off, except at
+            # the start of a run, whose momenta come from elsewhere
+            v = self._isokinetic_level(0, self.isokinetic.project(dstrip(self.beads.p)[0] / m))
+            self.beads.p[0] = m * v
+        elif not self.thermostatted:
             NVEIntegrator.step(self, step)
         elif self.thermostat_placement == "outer":
             NVTIntegrator.step(self, step)

@@ -4,10 +4,11 @@ in memory, without touching its files.
 i-PI 3.3 has no plugin mechanism for motion classes. What `register()` does (idempotent):
 
 1. appends ``'mts'`` and ``'learned_map'`` to ``InputDynamics.attribs["mode"][1]["options"]``;
-2. adds to `<dynamics>` the attributes ``thermostat_placement`` ('outer' | 'inner', default
-   'outer'; mode='mts'), ``model`` (the map file or shipped map; mode='learned_map') and
-   ``energy_rescaling`` (default false; mode='learned_map'), and the field ``<mts_guard>``
-   (blow-up guard and monitor settings, both modes); all are read from XML
+2. adds to `<dynamics>` the attributes ``thermostat_placement`` ('outer' | 'inner' |
+   'isokinetic', default 'outer'; mode='mts'), ``model`` (the map file or shipped map; mode='learned_map') and
+   ``energy_rescaling`` (default false; mode='learned_map'), and the fields ``<mts_guard>``
+   (blow-up guard and monitor settings, both modes) and ``<isokinetic>`` (the state of the
+   isokinetic thermostat, written by such runs into their RESTART files); all are read from XML
    (`InputDynamics.fetch` passes them to `Dynamics.__init__`) and written back into RESTART
    files (`InputDynamics.store`), only when they differ from their defaults, so i-PI's own
    modes write the same RESTART files as before;
@@ -40,7 +41,7 @@ import threading
 
 MODE = "mts"
 MAP_MODE = "learned_map"
-PLACEMENTS = ("outer", "inner")
+PLACEMENTS = ("outer", "inner", "isokinetic")
 # written into RESTART files of our modes, so that plain i-pi's first error names the launcher
 RUN_HINT_ATTR = "needs_ipi-mts_run"
 RUN_HINT = "resume with: ipi-mts run FILE"
@@ -113,7 +114,8 @@ def _guard_input_class():
 
 
 def _wrap_input_dynamics(InputDynamics):
-    from ipi.utils.inputvalue import InputAttribute
+    import numpy as np
+    from ipi.utils.inputvalue import InputArray, InputAttribute, input_default
 
     options = InputDynamics.attribs["mode"][1]["options"]
     for mode in (MODE, MAP_MODE):
@@ -138,7 +140,10 @@ def _wrap_input_dynamics(InputDynamics):
             "options": list(PLACEMENTS),
             "help": "mode='mts' only. 'outer': the thermostat acts around the whole MTS step "
             "(as i-PI's nve/nvt with nmts); 'inner': its O steps act in the innermost loop, "
-            "with the innermost time step (BAOAB-RESPA).",
+            "with the innermost time step (BAOAB-RESPA); 'isokinetic': stochastic isokinetic "
+            "Nose-Hoover RESPA (SIN(R); classical, with a langevin <thermostat> whose tau sets "
+            "it): the positions sample the canonical ensemble with no resonance limit on the "
+            "outer step, the velocities are not Maxwell-Boltzmann.",
         },
     )
     InputDynamics.attribs["model"] = (
@@ -166,10 +171,20 @@ def _wrap_input_dynamics(InputDynamics):
         _guard_input_class(),
         {"default": {}, "help": "mode='mts' and 'learned_map': blow-up guard and monitor settings."},
     )
+    InputDynamics.fields["isokinetic"] = (
+        InputArray,
+        {
+            "dtype": float,
+            "default": input_default(factory=np.zeros, args=(0,)),
+            "help": "thermostat_placement='isokinetic' only: the thermostat velocities v1 and v2 "
+            "(2L rows of 3N, atomic units), written into RESTART files so that a run resumes "
+            "exactly; empty: drawn at the start.",
+        },
+    )
 
     def ours(self):
         # InputDrivenDynamics inherits store/fetch but has neither setting
-        return "thermostat_placement" in self.__dict__ and "mts_guard" in self.__dict__
+        return all(key in self.__dict__ for key in ("thermostat_placement", "mts_guard", "isokinetic"))
 
     orig_store, orig_fetch = InputDynamics.store, InputDynamics.fetch
 
@@ -185,12 +200,18 @@ def _wrap_input_dynamics(InputDynamics):
         guard = getattr(dyn, "mts_guard", None)
         if guard:
             self.mts_guard.store(guard)
+        isokinetic = getattr(dyn.integrator, "isokinetic", None)
+        if isokinetic is not None:
+            self.isokinetic.store(isokinetic.state)
 
     @functools.wraps(orig_fetch)
     def fetch(self):
         rv = orig_fetch(self)
         if ours(self):
             rv["thermostat_placement"] = self.thermostat_placement.fetch()
+            state = self.isokinetic.fetch()
+            if state.size:
+                rv["isokinetic"] = state
             rv.update({key: getattr(self, key).fetch() for key in MAP_SETTINGS})
         return rv
 
@@ -208,6 +229,7 @@ def _wrap_dynamics(Dynamics):
         *args,
         thermostat_placement="outer",
         mts_guard=None,
+        isokinetic=None,
         model=MAP_SETTINGS["model"],
         energy_rescaling=MAP_SETTINGS["energy_rescaling"],
         **kwargs,
@@ -227,7 +249,7 @@ def _wrap_dynamics(Dynamics):
         if self.enstype == MODE:
             from .mts import MTSIntegrator
 
-            self.integrator = MTSIntegrator(thermostat_placement, self.mts_guard)
+            self.integrator = MTSIntegrator(thermostat_placement, self.mts_guard, isokinetic)
         elif self.enstype == MAP_MODE:
             from .learned_map import LearnedMapIntegrator
 

@@ -45,8 +45,8 @@ def test_register_is_idempotent_and_extends_the_input():
     mts_motion.register()
     options = InputDynamics.attribs["mode"][1]["options"]
     assert options.count("mts") == 1
-    assert InputDynamics.attribs["thermostat_placement"][1]["options"] == ["outer", "inner"]
-    assert "mts_guard" in InputDynamics.fields
+    assert InputDynamics.attribs["thermostat_placement"][1]["options"] == ["outer", "inner", "isokinetic"]
+    assert "mts_guard" in InputDynamics.fields and "isokinetic" in InputDynamics.fields
     assert Dynamics.__init__ is init and InputDynamics.store is store  # not wrapped twice
     assert mts_motion.is_registered()
 
