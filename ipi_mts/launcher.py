@@ -452,10 +452,12 @@ def run_from_args(args) -> int:
         raise UserError(drivers.failure + " (RESTART holds the last good step)")
     s = progress.summary()
     status = "interrupted" if interrupted else "done"
+    monitored = motion.summary(simulation) or {}
+    drift = ("n/a (isokinetic: no conserved energy)" if monitored.get("placement") == "isokinetic"
+             else f"{s['drift_mev_per_atom_ps']:+.3g} meV/atom/ps")
     print(
         f"ipi-mts run: {status}: {s['steps']} steps in {s['wall_s']:.1f} s, "
-        f"{s['ms_per_step']:.3g} ms/step, {s['ns_per_day']:.3g} ns/day, conserved-energy drift "
-        f"{s['drift_mev_per_atom_ps']:+.3g} meV/atom/ps"
+        f"{s['ms_per_step']:.3g} ms/step, {s['ns_per_day']:.3g} ns/day, conserved-energy drift {drift}"
         + (f", driver restarts {sum(drivers.restarts.values())}" if any(drivers.restarts.values()) else "")
     )
     line = motion.summary_line(simulation)

@@ -366,6 +366,33 @@ def test_a_kinetic_energy_off_the_reference_is_outside_the_error():
     assert rows["same"]["within_error"] and not rows["cold"]["within_error"]
 
 
+def test_isokinetic_methods_are_judged_by_structure_and_potential_energy_not_temperature():
+    """':isokinetic' keeps the kinetic temperature at T L/(L+1): not judged; ⟨V⟩ is, for all."""
+    from ipi_mts.benchmarking import judge
+
+    rng = np.random.default_rng(0)  # V z of pair:5 is 0.54 here (with 4 seeds, base seed 6 gives 4.0)
+    g = np.ones((30, 120))
+
+    def run(t, v, seed):
+        r = np.random.default_rng(seed)
+        return {"dt_fs": 0.5, "s_per_ps": 10.0, "target_K": 300.0, "species": ["O", "H"], "D": 0.0,
+                "nve_drift": np.nan, "nve_trace": None, "r": np.linspace(0, 6, 120),
+                **{f"rdf_{n}": g + r.normal(0, 0.01, g.shape) for n in ("OO", "OH", "HH")},
+                "T_O": (t + r.normal(0, 1), 1.0), "T_H": (t + r.normal(0, 1), 1.0), "V": (v + r.normal(0, 0.3), 0.3)}
+
+    results = {}
+    for i in range(4):
+        suffix = f"@{8 + i}" if i else ""
+        results["reference" + suffix] = run(300.0, -140.0, rng.integers(1 << 30))
+        results["pair:5:isokinetic" + suffix] = run(240.0, -140.0, rng.integers(1 << 30))
+        results["pair:9:isokinetic" + suffix] = run(240.0, -136.0, rng.integers(1 << 30))
+        results["pair:3:inner" + suffix] = run(240.0, -140.0, rng.integers(1 << 30))
+    rows = {r["method"]: r for r in judge(results, "reference")}
+    assert rows["pair:5:isokinetic"]["within_error"] and rows["pair:5:isokinetic"]["T_H_z"] > 2.0
+    assert not rows["pair:9:isokinetic"]["within_error"] and rows["pair:9:isokinetic"]["V_z"] > 2.0
+    assert not rows["pair:3:inner"]["within_error"]  # the temperature counts for the others
+
+
 @pytest.mark.parametrize("inner_columns", [False, True])
 def test_temperatures_are_read_after_the_thermostat(tmp_path, inner_columns):
     """With the thermostat inside, the monitor's temperatures after the inner O steps are

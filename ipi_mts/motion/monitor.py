@@ -326,6 +326,7 @@ class Monitor:
             "drift_meV_per_atom_ps": self.drift_mev_per_atom_ps(),
             "mode": self.name,
             "placement": getattr(self.ig, "thermostat_placement", None),
+            "isokinetic_L": self.ig.isokinetic.L if getattr(self.ig, "isokinetic", None) else None,
             "stopped": self.stopped,
             **(self.ig.monitor_summary() if hasattr(self.ig, "monitor_summary") else {}),
         }
@@ -353,6 +354,10 @@ def summary_line(simulation) -> str | None:
     target = f" (target {s['target_K']:.1f} K)" if np.isfinite(s["target_K"]) else ""
     if s["mode"] != "mts":
         return f"{s['mode']} monitor ({s['samples']} samples, {s['solver']}): {temps}{target}"
+    if s.get("isokinetic_L") and np.isfinite(s["target_K"]):
+        L = s["isokinetic_L"]
+        target = (f" (isokinetic: T L/(L+1) = {s['target_K'] * L / (L + 1):.1f} K by construction; the positions "
+                  f"sample {s['target_K']:.1f} K)")
     if s["species_T_inner_K"]:
         inner = ", ".join(f"T({k}) {v:.1f} K" for k, v in s["species_T_inner_K"].items())
         temps = f"{inner} after the inner O steps; at the outer-step ends {temps}"

@@ -114,10 +114,11 @@ def _mean_potential_ratio(workdir, skip=100):
 
 def test_isokinetic_samples_positions_where_respa_resonates(tmp_path):
     xml = h.simulation_xml(placement="isokinetic", thermostat="langevin", steps=600, **RESONANT)
-    h.run_inprocess(xml, tmp_path / "iso")
+    *_, sim = h.run_inprocess(xml, tmp_path / "iso")
     ratio, err, temperature = _mean_potential_ratio(tmp_path / "iso")
     assert abs(ratio - 1) < max(3 * err, 0.04), (ratio, err)
     assert abs(temperature / (60.0 * 4 / 5) - 1) < 0.05  # ⟨m v²⟩ = kT L/(L+1), L = 4
+    assert "(isokinetic: T L/(L+1) = 48.0 K by construction; the positions sample 60.0 K)" in mts_motion.summary_line(sim)
     # i-PI's own MTS at the same step, with the Langevin thermostat outside, is far off
     # (measured 0.84 ± 0.02)
     h.run_inprocess(h.simulation_xml(placement="outer", thermostat="langevin", steps=600, **RESONANT),
