@@ -293,9 +293,10 @@ def run_method(workdir: Path, xml: str) -> dict:
             blew_up.write_text(last + "\n")
         raise UserError(f"benchmark run in {workdir} failed: {last}")
     line = [l for l in result.stdout.splitlines() if l.startswith("ipi-mts run: done")][-1]
+    drift = re.search(r"drift ([0-9.e+-]+|n/a)", line).group(1)  # n/a: no conserved energy (isokinetic)
     out = {
         "ms_per_step": float(re.search(r"([0-9.e+-]+) ms/step", line).group(1)),
-        "drift_meV_per_atom_ps": float(re.search(r"drift ([0-9.e+-]+ |n/a)", line).group(1).replace("n/a", "nan")),
+        "drift_meV_per_atom_ps": float("nan") if drift == "n/a" else float(drift),
     }
     solver = re.search(r"([0-9.]+) solver iterations per step \(max (\d+)\), (\d+) fallbacks", result.stdout)
     if solver:  # mode='learned_map'

@@ -139,10 +139,8 @@ class MTSIntegrator(NVTIntegrator):
             why = "does not support fixed atoms"
         if why:
             raise ValueError(f"thermostat_placement='isokinetic' {why}")
-        state = self._isokinetic_state
         self.isokinetic = Isokinetic(Constants.kb * self.ensemble.temp, self.thermostat.tau,
-                                     dstrip(self.beads.m3)[0], self.prng.gvec,
-                                     state=state if state is not None and np.size(state) else None)
+                                     dstrip(self.beads.m3)[0], self.prng.gvec, state=self._isokinetic_state)
 
     # ------------------------------------------------------------------ steps
     def _inner(self, level):
@@ -205,7 +203,7 @@ class MTSIntegrator(NVTIntegrator):
         if self.splitting not in ("obabo", "baoab"):
             raise ValueError("Invalid splitting requested. Only OBABO and BAOAB are supported.")
         if self.isokinetic is not None:
-            m = dstrip(self.beads.m3)[0]
+            m = self.isokinetic.m
             # (v, v1) back onto the isokinetic surface: a no-op but for round-off, except at
             # the start of a run, whose momenta come from elsewhere
             v = self._isokinetic_level(0, self.isokinetic.project(dstrip(self.beads.p)[0] / m))

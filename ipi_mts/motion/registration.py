@@ -210,8 +210,7 @@ def _wrap_input_dynamics(InputDynamics):
         if ours(self):
             rv["thermostat_placement"] = self.thermostat_placement.fetch()
             state = self.isokinetic.fetch()
-            if state.size:
-                rv["isokinetic"] = state
+            rv["isokinetic"] = state if state.size else None  # empty: drawn at the start
             rv.update({key: getattr(self, key).fetch() for key in MAP_SETTINGS})
         return rv
 
