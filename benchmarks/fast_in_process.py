@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ipi_mts import units
-from ipi_mts.benchmarking import method_xml, run_method
+from ipi_mts.benchmarking import method_xml, run_folder, run_method
 from ipi_mts.evaluation import read_trajectory
 from ipi_mts.server.evaluator import WireEvaluator
 
@@ -42,7 +42,7 @@ def md_table(args, models):
         for method, fast in cases:
             xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
                                           thermostat=args.thermostat, beads=args.beads)
-            workdir = root / f"{method.replace(':', '-')}-{fast}-{repeat}"
+            workdir = root / f"{run_folder(method)}-{fast}-{repeat}"
             ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
             print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
     conventional = [x / dts["conventional"] for x in ms[cases[0]]]
@@ -85,7 +85,8 @@ def main():
     parser.add_argument("--pair", default="water-pair", help="the pair run on MTS")
     parser.add_argument("--baseline", default="water-baseline", help="the conventional model")
     parser.add_argument("--outer", default="1.5,2",
-                        help="outer steps in fs, comma-separated; STEP:inner for mode='mts' with the thermostat inside")
+                        help="outer steps in fs, comma-separated; STEP:inner for mode='mts' with the thermostat inside, "
+                             "STEP:isokinetic for SIN(R), STEP/INNER for an inner step other than 0.5 fs")
     parser.add_argument("--thermostat", default="svr", choices=["svr", "pile_l"])
     parser.add_argument("--fast", default="socket,in-process",
                         help="where the pair's fast force runs, comma-separated: socket, in-process")

@@ -99,7 +99,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     """A method's time step, levels, forcefields and dynamics: 'reference' or 'conventional'
     (one model at the inner step), 'pair:Δt[:inner[:baoab]]' / 'split:Δt[:inner[:baoab]]' (the
     learned pair's fast/slow components, or the q-TIP4P/F intra/inter physics split, on MTS with
-    outer step Δt fs; 'inner': mode='mts' with the thermostat inside, splitting obabo or
+    outer step Δt fs, or 'pair:Δt/δt…' with inner step δt fs in place of `inner_fs`;
+    'inner': mode='mts' with the thermostat inside, 'isokinetic': SIN(R), splitting obabo or
     baoab; then ':gle': the high-pass GLE of `highpass_gle` as the thermostat; last ':rpcK':
     with path integrals, the slow force ring-polymer contracted to K beads), 'vv:Δt' (the
     reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
@@ -124,7 +125,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     placement, _, splitting = placement.partition(":")
     if splitting not in ("", "obabo", "baoab") or (splitting and placement != "inner"):
         raise UserError(f"unknown benchmark method {method!r} (a splitting follows ':inner': obabo or baoab; ':gle' comes last)")
-    outer = float(outer_text)
+    outer_text, _, inner_text = outer_text.partition("/")
+    outer, inner_fs = float(outer_text), float(inner_text) if inner_text else inner_fs
     n_inner = outer / inner_fs
     if abs(n_inner - round(n_inner)) > 1e-9 or n_inner < 1:
         raise UserError(f"outer step {outer} fs is not a multiple of the inner step {inner_fs} fs")
@@ -448,16 +450,19 @@ def compare(methods, models, baseline, structure=None, nvt_ps=3.0, nve_ps=1.0, e
 
 def method_family(method: str) -> str:
     """The line a method's speedup is drawn on: its name without the outer step for the MTS
-    kinds ('pair:2.5:inner:rpc4' -> 'pair:inner:rpc4', 'pair:2' -> 'pair'), its kind for the
-    others ('map:al-map-16fs' -> 'map')."""
+    kinds, with an inner step of its own kept ('pair:2.5:inner:rpc4' -> 'pair:inner:rpc4',
+    'pair:2' -> 'pair', 'pair:4/1:isokinetic' -> 'pair/1:isokinetic'), its kind for the others
+    ('map:al-map-16fs' -> 'map')."""
     kind, _, rest = method.partition(":")
-    options = rest.partition(":")[2] if kind in ("pair", "split") else ""
-    return kind + (":" + options if options else "")
+    steps, _, options = rest.partition(":") if kind in ("pair", "split") else ("", "", "")
+    inner = steps.partition("/")[2]
+    return kind + (f"/{inner}" if inner else "") + (":" + options if options else "")
 
 
 def run_folder(method: str) -> str:
-    """The folder of a run in a benchmark's workdir: 'pair:2.5:inner@8' -> 'pair-2.5-inner-seed-8'."""
-    return method.replace(":", "-").replace("@", "-seed-")
+    """The folder of a run in a benchmark's workdir: 'pair:2.5:inner@8' -> 'pair-2.5-inner-seed-8',
+    'pair:4/1:isokinetic' -> 'pair-4-by-1-isokinetic'."""
+    return method.replace(":", "-").replace("/", "-by-").replace("@", "-seed-")
 
 
 def with_seeds(methods: list[str], seeds: int = 1) -> list[str]:

@@ -31,8 +31,12 @@ def test_methods_map_to_time_steps_and_levels():
     assert (m.dt, m.map_model, m.ffs[0][1]) == (4.0, "midpoint:qtip4pf", "qtip4pf")
     m = parse_method("map:al-map-16fs", {"reference": "ase:EMT"})
     assert (m.dt, m.map_model) == (pytest.approx(16.0), "al-map-16fs")
+    m = parse_method("pair:4/1:isokinetic", MODELS)
+    assert (m.dt, m.n_inner, m.placement) == (4.0, 4, "isokinetic")
     with pytest.raises(UserError, match="not a multiple"):
         parse_method("pair:1.2", MODELS)
+    with pytest.raises(UserError, match="not a multiple"):
+        parse_method("pair:4/1.5", MODELS)
     with pytest.raises(UserError, match="unknown benchmark method"):
         parse_method("magic:2", MODELS)
 
@@ -238,10 +242,12 @@ def test_judge_measures_the_error_with_the_control_run():
 
 def test_speedup_lines_join_the_outer_steps_of_one_method():
     lines = {m: method_family(m) for m in ("pair:2", "pair:3", "pair:2.5:inner", "pair:3:inner:baoab",
-                                           "pair:2.5:inner:rpc4", "pair:3:inner:rpc4", "split:1", "map:al-map-16fs")}
+                                           "pair:2.5:inner:rpc4", "pair:3:inner:rpc4", "split:1", "map:al-map-16fs",
+                                           "pair:4/1:isokinetic")}
     assert lines == {"pair:2": "pair", "pair:3": "pair", "pair:2.5:inner": "pair:inner",
                      "pair:3:inner:baoab": "pair:inner:baoab", "pair:2.5:inner:rpc4": "pair:inner:rpc4",
-                     "pair:3:inner:rpc4": "pair:inner:rpc4", "split:1": "split", "map:al-map-16fs": "map"}
+                     "pair:3:inner:rpc4": "pair:inner:rpc4", "split:1": "split", "map:al-map-16fs": "map",
+                     "pair:4/1:isokinetic": "pair/1:isokinetic"}
 
 
 def test_seeds_run_every_method_seed_by_seed():
