@@ -24,7 +24,10 @@ class PairCache:
     since the search (|r_ij| ≤ |r_ij⁰| + |Δr_i| + |Δr_j|, the Verlet-list criterion). Per
     (cutoff, full_list) it keeps the last `keep` searches (fewer where they would hold more
     than `max_pairs` pairs, 40 bytes each), so that the beads of a ring polymer, which i-PI
-    sends one after another, each find their own; `searches` and `calls` count what it did.
+    sends one after another, each find their own. It tries the entry used last first (the same
+    structure again: classical MD), then from the least recently used on (the next bead of a
+    cycle), so that a hit costs one or two checks however many entries are kept; `searches`,
+    `calls` and `checks` count what it did.
     With 0.5 Å, the fast model of water-216 on a 0.5 fs step searched once every 9 calls
     (0.3 Å: every 5.6).
     """
@@ -33,17 +36,18 @@ class PairCache:
         if not skin > 0:
             raise ValueError(f"pair cache skin {skin} is not a positive length")
         self.skin, self.keep, self.max_pairs = float(skin), int(keep), int(max_pairs)
-        self.searches = self.calls = 0
+        self.searches = self.calls = self.checks = 0
         self._entries = {}
 
     def pairs(self, positions, cell, pbc, batch, cutoff, full_list):
         """i, j, integer shifts S and the pairs' bounds per structure, possibly a superset."""
         self.calls += 1
         entries = self._entries.setdefault((float(cutoff), bool(full_list)), [])
-        for k, entry in enumerate(entries):  # oldest first: the next bead of a cycle
-            if self._still_valid(entry, positions, cell, pbc, batch):
+        for k in range(-1, len(entries) - 1):  # the last used, then the least recently used on
+            self.checks += 1
+            if self._still_valid(entries[k], positions, cell, pbc, batch):
                 entries.append(entries.pop(k))
-                return entry[-1]
+                return entries[-1][-1]
         found = _search(positions, cell, pbc, batch, cutoff + self.skin, full_list)
         entries.append((positions.detach().clone(), cell.detach().clone(), pbc, batch, found))
         while len(entries) > 1 and (len(entries) > self.keep

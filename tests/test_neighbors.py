@@ -70,6 +70,18 @@ def test_cache_keeps_pairs_while_no_atom_moved_half_the_skin():
         PairCache(skin=0.0)
 
 
+def test_a_hit_costs_one_check_however_many_searches_are_kept():
+    """Classical MD: the structure of the last call is the one to try first."""
+    state, cache = testing.water_box(2, tilt=TILT, jitter=0.1), PairCache(skin=0.4, keep=8)
+    for step in range(10):  # ten searches, eight kept
+        found(replace(state, positions=state.positions + 0.25 * step), CUTOFF, cache)
+    assert cache.searches == 10
+    checks = cache.checks
+    for step in range(5):
+        found(replace(state, positions=state.positions + 2.25 + 0.01 * step), CUTOFF, cache)
+    assert (cache.searches, cache.checks - checks) == (10, 5)
+
+
 def test_model_through_the_cache_gives_the_same_energy_forces_and_virial():
     config = EquivariantConfig(species=(1, 8), cutoff=3.0, num_features=4, lmax=1, num_layers=2,
                                num_basis=4, radial_hidden=8, dtype="float64")
@@ -94,6 +106,7 @@ def test_the_beads_of_a_ring_polymer_each_keep_their_pairs():
             moved = replace(state, positions=bead + 0.02 * step)
             assert found(moved, CUTOFF, cache) == brute_force(moved, CUTOFF), (step, k)
     assert (cache.searches, cache.calls) == (4, 12)
+    assert cache.checks == 0 + 1 + 2 + 3 + 8 * 2  # a hit: the bead before, then this one
     for fewer in (PairCache(skin=0.4, keep=3), PairCache(skin=0.4, max_pairs=3 * len(found(state, CUTOFF + 0.4)))):
         for step in range(2):  # room for three beads' pairs: the oldest is dropped each time
             for bead in beads:

@@ -372,7 +372,7 @@ class EquivariantPotential(EnergyModel):
         dtype = self.dtype
         vectors = vectors.to(dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
-        if edges is not None:
+        if edges is not None and bool((lengths >= self.cutoff).any()):  # a longer list: drop the rest
             keep = (lengths < self.cutoff).nonzero().squeeze(-1)
             centre, neighbour = centre.index_select(0, keep), neighbour.index_select(0, keep)
             vectors, lengths = vectors.index_select(0, keep), lengths.index_select(0, keep)
