@@ -123,52 +123,64 @@ class BondedTerms(EnergyModel):
 
     def features(self, state: State, edges=None) -> torch.Tensor:
         """(n_structures, n_features): the per-structure sum of every monomial, in the order of
-        `coefficients()`."""
+        `coefficients()`. (Gathers by `index_select` and powers by `cumprod`: a force call
+        is a few dozen small operations, whose count sets its cost.)"""
         c = self.config
         i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
         r = torch.linalg.vector_norm(vectors, dim=-1)
         z = state.numbers
         out = []
         bonded = (r < c.cutoff).nonzero().squeeze(-1)
-        bi, bj, bv, br = i[bonded], j[bonded], vectors[bonded], r[bonded]
+        bi, bj, br = i.index_select(0, bonded), j.index_select(0, bonded), r.index_select(0, bonded)
+        zi, zj = z.index_select(0, bi), z.index_select(0, bj)
         s = switch(br, c.switch_on, c.cutoff)
         for bond in c.bonds:
             a, b = (int(x) for x in bond["species"])
-            mask = (z[bi] == a) & (z[bj] == b) & ((bi < bj) if a == b else True)
-            d = (br[mask] - float(bond["r0"]))[:, None] ** torch.arange(1, c.bond_degree + 1, device=r.device)
-            out.append(self._per_structure(state, bi[mask], s[mask, None] * d))
+            mask = (zi == a) & (zj == b) & ((bi < bj) if a == b else True)
+            chosen = mask.nonzero().squeeze(-1)
+            d = br.index_select(0, chosen) - float(bond["r0"])
+            values = s.index_select(0, chosen)[:, None] * _powers(d, c.bond_degree)
+            out.append(self._per_structure(state, bi.index_select(0, chosen), values))
         for angle in c.angles:
             arm, centre = int(angle["species"][0]), int(angle["species"][1])
-            mask = ((z[bi] == centre) & (z[bj] == arm)).nonzero().squeeze(-1)
-            e1, e2 = _pairs_sharing_centre(bi[mask], mask)
-            u = (bv[e1] * bv[e2]).sum(-1) / (br[e1] * br[e2])
-            du = u - float(angle["u0"])
-            d1, d2 = br[e1] - float(angle["r0"]), br[e2] - float(angle["r0"])
-            monomials = [du**k for k in range(1, c.angle_degree + 1)] + [(d1 + d2) * du, d1 * d2]
-            weight = (s[e1] * s[e2])[:, None]
-            out.append(self._per_structure(state, bi[e1], weight * torch.stack(monomials, -1)))
+            arms = ((zi == centre) & (zj == arm)).nonzero().squeeze(-1)
+            e1, e2 = _pairs_sharing_centre(bi.index_select(0, arms), arms)
+            v1, v2 = vectors.index_select(0, bonded.index_select(0, e1)), vectors.index_select(0, bonded.index_select(0, e2))
+            r1, r2 = br.index_select(0, e1), br.index_select(0, e2)
+            du = (v1 * v2).sum(-1) / (r1 * r2) - float(angle["u0"])
+            d1, d2 = r1 - float(angle["r0"]), r2 - float(angle["r0"])
+            monomials = torch.cat([_powers(du, c.angle_degree), torch.stack([(d1 + d2) * du, d1 * d2], -1)], -1)
+            weight = (s.index_select(0, e1) * s.index_select(0, e2))[:, None]
+            out.append(self._per_structure(state, bi.index_select(0, e1), weight * monomials))
         if not out:
             return torch.zeros(state.n_structures, 0, dtype=state.positions.dtype, device=r.device)
         return torch.cat(out, dim=-1)
 
     @staticmethod
     def _per_structure(state, centre, values):
+        if state.n_structures == 1:
+            return values.sum(0, keepdim=True)
         total = torch.zeros(state.n_structures, values.shape[-1], dtype=values.dtype, device=values.device)
-        return total.index_add(0, state.batch[centre], values)
+        return total.index_add(0, state.batch.index_select(0, centre), values)
+
+
+def _powers(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """(len(x), degree): x, x², …, x^degree."""
+    return torch.cumprod(x[:, None].expand(-1, degree), dim=1)
 
 
 def _pairs_sharing_centre(centre: torch.Tensor, index: torch.Tensor):
     """Every unordered pair of the edges `index` whose centres are equal (no loop over atoms):
     edges sorted by centre, then each offset k pairs position p with p + k."""
     order = torch.argsort(centre, stable=True)
-    sorted_centre, sorted_index = centre[order], index[order]
+    sorted_centre, sorted_index = centre.index_select(0, order), index.index_select(0, order)
     first, second = [], []
     for k in range(1, len(sorted_centre)):
         same = (sorted_centre[:-k] == sorted_centre[k:]).nonzero().squeeze(-1)
         if len(same) == 0:
             break
-        first.append(sorted_index[same])
-        second.append(sorted_index[same + k])
+        first.append(sorted_index.index_select(0, same))
+        second.append(sorted_index.index_select(0, same + k))
     if not first:
         return index[:0], index[:0]
     return torch.cat(first), torch.cat(second)

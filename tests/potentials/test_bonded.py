@@ -50,6 +50,14 @@ def test_forces_and_virial_match_finite_differences():
     testing.assert_virial_matches_finite_strain(terms, state, atol=1e-7)
 
 
+def test_batch_matches_each_structure_alone():
+    """Beads and batches: the per-structure sums (index_add) against one structure's (sum)."""
+    terms = water_terms(seed=5)
+    states = [testing.water_box(2, jitter=0.08, seed=seed) for seed in (5, 6, 7)]
+    together = testing.assert_batch_matches_single(terms, states, atol=1e-12)
+    assert len(set(together.energy.tolist())) == 3
+
+
 def test_invariant_under_rotation_translation_and_atom_order():
     terms = water_terms(seed=2)
     state = testing.water_box(2, jitter=0.08, seed=4)
