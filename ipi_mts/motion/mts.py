@@ -94,6 +94,7 @@ class MTSIntegrator(NVTIntegrator):
         self.thermostat_placement = thermostat_placement
         self.guard_settings = GuardSettings.from_dict(guard)
         self.monitor = None
+        self._innermost_kicks = 0  # of the current step (`_prefetch`)
         self.isokinetic = None  # the SIN(R) thermostat (placement 'isokinetic'), made in bind
         self._isokinetic_state = isokinetic  # its (v1, v2) from a RESTART, if any
 
@@ -175,7 +176,33 @@ class MTSIntegrator(NVTIntegrator):
                 self.pconstraints()
                 self.monitor.after_thermostat()
 
+    def pstep(self, level=0):
+        self._prefetch(level)
+        super().pstep(level)
+
+    def _prefetch(self, level):
+        """Queue the outer levels' forces as soon as the positions they need are reached.
+
+        Every drift A(δ) of the innermost level lies between two innermost kicks, so the
+        2a-th innermost kick of a step follows its a-th drift; the next kick of level k uses
+        the same positions when a is a multiple of n_{k+1} ⋯ n_{L-1}. Those forces are queued
+        before the innermost one is computed: a force field with its own driver (a socket)
+        then works on them while the innermost force is evaluated, instead of after it. The
+        forces are the same, only computed earlier."""
+        last = self.nmtslevels - 1
+        if level != last or last == 0:
+            return
+        self._innermost_kicks += 1
+        drifts, odd = divmod(self._innermost_kicks, 2)
+        if odd:
+            return
+        for k in range(last - 1, -1, -1):
+            if drifts % int(np.prod(self.nmts[k + 1 :])):
+                break
+            self.forces.mts_forces[k].queue_mts()
+
     def _level_force(self, level):
+        self._prefetch(level)
         force = dstrip(self.forces.mts_forces[level].f)[0]
         if level == 0 and self.ensemble.has_bias:
             force = force + dstrip(self.bias.f)[0]
@@ -202,6 +229,7 @@ class MTSIntegrator(NVTIntegrator):
         """One time step Δt, then the guard."""
         if self.splitting not in ("obabo", "baoab"):
             raise ValueError("Invalid splitting requested. Only OBABO and BAOAB are supported.")
+        self._innermost_kicks = 0
         if self.isokinetic is not None:
             m = self.isokinetic.m
             # (v, v1) back onto the isokinetic surface: a no-op but for round-off, except at

@@ -449,6 +449,49 @@ def test_inner_placement_kinetic_temperature_is_read_after_the_o_steps(tmp_path)
     assert "after the inner O steps; at the outer-step ends" in mts_motion.summary_line(sim)
 
 
+@pytest.mark.parametrize("placement,thermostat,splitting,nmts", [
+    ("outer", None, "obabo", (1, 2, 3)),
+    ("outer", "svr", "baoab", (1, 3)),
+    ("inner", "pile_l", "obabo", (1, 2, 3)),
+    ("inner", "langevin", "baoab", (2, 3)),
+    ("isokinetic", "langevin", "obabo", (1, 2, 3)),
+])
+def test_outer_forces_are_queued_before_the_innermost_force(tmp_path, placement, thermostat, splitting, nmts):
+    """`_prefetch`: wherever an outer level's kick follows the innermost kick at the same
+    positions (the ends of its sub-steps), its force is queued first, so that a driver of its
+    own computes it meanwhile; each position is still asked of each force field once."""
+    from ipi.engine.simulation import Simulation
+    from ipi.utils.softexit import softexit
+
+    h.write_xyz(tmp_path / "init.xyz")
+    xml = h.simulation_xml(placement=placement, thermostat=thermostat, splitting=splitting, nmts=nmts,
+                           steps=3, fixcom=False)
+    softexit.reset()
+    with h.chdir(tmp_path):
+        sim = Simulation.load_from_xml(xml, custom_verbosity="quiet", read_only=True)
+    softexit.reset()
+    requests = []  # (force field, positions) in the order queued
+    for name, ff in sim.fflist.items():
+        def queue(atoms, cell, reqid=-1, template=None, _name=name, _queue=ff.queue):
+            requests.append((_name, h.state(atoms.q)))
+            return _queue(atoms, cell, reqid, template)
+        ff.queue = queue
+    try:
+        for step in range(3):
+            sim.syslist[0].motion.step(step)
+    finally:
+        sim.stop()
+        softexit.reset()
+    order = {}
+    for k, (name, q) in enumerate(requests):
+        key = (name, q.tobytes())
+        assert key not in order, f"{name} asked twice at the same positions"
+        order[key] = k
+    slow_positions = [key[1] for key in order if key[0] == "slow"]
+    assert len(slow_positions) == 3 * int(np.prod(nmts[:-1])) + 1  # the start and every slow sub-step's end
+    assert all(order[("slow", q)] < order[("fast", q)] for q in slow_positions)
+
+
 # ----------------------------------------------------------------------------- restart
 
 
