@@ -15,10 +15,13 @@ over a socket, next to the conventional model, and what each model costs alone.
 
 With `--beads P`, every run is a path-integral run with P beads; an outer step 'STEP:inner:rpcK'
 contracts the pair's slow force to K beads (1: the centroid); the conventional model runs on
-every bead.
+every bead. With `--code DIR`, every MD case also runs with another checkout's package
+(a `git worktree` of an earlier commit, say), interleaved with this one's: a change's effect
+measured side by side.
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -33,28 +36,32 @@ from ipi_mts.server.evaluator import WireEvaluator
 
 
 def md_table(args, models):
-    cases = [("conventional", "socket")] + [
+    methods = [("conventional", "socket")] + [
         (f"pair:{o}", fast) for o in args.outer.split(",") for fast in args.fast.split(",")
     ]
+    codes = [""] + [str(Path(c).resolve()) for c in args.code.split(",") if c]  # "": this checkout
+    cases = [(code, method, fast) for code in codes for method, fast in methods]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ipi-mts-fast-"))
     ms, dts = {case: [] for case in cases}, {}
     for repeat in range(args.repeats):
-        for method, fast in cases:
+        for code, method, fast in cases:
             xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
                                           thermostat=args.thermostat, beads=args.beads)
-            workdir = root / f"{run_folder(method)}-{fast}-{repeat}"
-            ms[(method, fast)].append(run_method(workdir, xml)["ms_per_step"])
-            print(f"{method} ({fast}): {ms[(method, fast)][-1]:.1f} ms/step", flush=True)
+            label = f"-{Path(code).name}" if code else ""
+            workdir = root / f"{run_folder(method)}-{fast}{label}-{repeat}"
+            env = dict(os.environ, PYTHONPATH=code) if code else None
+            ms[(code, method, fast)].append(run_method(workdir, xml, env=env)["ms_per_step"])
+            print(f"{method} ({fast}{', ' + code if code else ''}): {ms[(code, method, fast)][-1]:.1f} ms/step", flush=True)
     conventional = [x / dts["conventional"] for x in ms[cases[0]]]
     base = statistics.median(conventional)
-    print("\n| method | fast force | ms per step | s per ps (median) | speedup (medians) "
-          "| speedup in each repeat |\n|---|---|---|---|---|---|")
-    for method, fast in cases:
-        per_fs = [x / dts[method] for x in ms[(method, fast)]]
-        runs = ", ".join(f"{x:.0f}" for x in ms[(method, fast)])
+    print("\n| code | method | fast force | ms per step | s per ps (median) | speedup (medians) "
+          "| speedup in each repeat |\n|---|---|---|---|---|---|---|")
+    for code, method, fast in cases:
+        per_fs = [x / dts[method] for x in ms[(code, method, fast)]]
+        runs = ", ".join(f"{x:.0f}" for x in ms[(code, method, fast)])
         each = ", ".join(f"{c / x:.2f}" for c, x in zip(conventional, per_fs))  # runs side by side in time
-        print(f"| {method} | {fast if method != 'conventional' else '–'} | {runs} | {statistics.median(per_fs):.0f} "
-              f"| {base / statistics.median(per_fs):.2f} | {each} |")
+        print(f"| {code or 'this checkout'} | {method} | {fast if method != 'conventional' else '–'} | {runs} "
+              f"| {statistics.median(per_fs):.0f} | {base / statistics.median(per_fs):.2f} | {each} |")
 
 
 def alone_table(args, models):
@@ -95,6 +102,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="MD repeats (0: time the models alone only)")
     parser.add_argument("--alone", default=None, help="pairs timed alone, comma-separated (default: --pair)")
     parser.add_argument("--calls", type=int, default=10, help="calls per timing loop (alone)")
+    parser.add_argument("--code", default="",
+                        help="other checkouts of ipi-mts, comma-separated: every MD case runs with each one's package "
+                             "too (PYTHONPATH), interleaved with this one's; speedups against this checkout's "
+                             "conventional run")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     args.alone = args.alone or args.pair

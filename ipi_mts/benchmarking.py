@@ -267,13 +267,14 @@ def same_input(a: str, b: str) -> bool:
     return re.sub(r"<address>[^<]*</address>", "", a) == re.sub(r"<address>[^<]*</address>", "", b)
 
 
-def run_method(workdir: Path, xml: str) -> dict:
+def run_method(workdir: Path, xml: str, env: dict | None = None) -> dict:
     """Run one input through `ipi-mts run` in `workdir`: its ms/step and conserved-energy
     drift. A finished run of the same input (which holds the hashes of the start structure and
     the model files) there is reused (summary.json), so an interrupted benchmark goes on where
     it stopped and a changed analysis needs no new MD; so is a run of it that blew up
     (blew_up.txt: its guard's message, raised again as a UserError); a finished run of another
-    input is never overwritten (UserError)."""
+    input is never overwritten (UserError). `env`: the run's environment (default: this
+    process's)."""
     summary, done, blew_up = workdir / "summary.json", workdir / "input.xml", workdir / "blew_up.txt"
 
     if (summary.is_file() or blew_up.is_file()) and done.is_file():
@@ -288,7 +289,7 @@ def run_method(workdir: Path, xml: str) -> dict:
     blew_up.unlink(missing_ok=True)
     (workdir / "input.xml").write_text(xml)
     result = subprocess.run([sys.executable, "-m", "ipi_mts.cli", "run", "--quiet", "input.xml"],
-                            cwd=workdir, capture_output=True, text=True)
+                            cwd=workdir, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [""])[-1]
         if " blew up at step " in last:  # a result of this input, not an accident of the run
