@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+import ase.io
 import numpy as np
 
 from ipi_mts.benchmarking import MAP_SYSTEMS, method_xml, nve_trace, run_folder, run_method
@@ -63,7 +64,7 @@ def main():
     models = {"reference": spec["reference"]}
     rows = []
     traces = {}
-    n_atoms = int(open(structure).readline())
+    n_atoms = len(ase.io.read(structure))
     for method in args.methods.split(","):
         case = Path(args.workdir) / run_folder(method)
         common = dict(inner_fs=spec["fine_fs"], frame_fs=spec["frame_fs"])
