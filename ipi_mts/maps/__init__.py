@@ -6,7 +6,7 @@
 
 from .direct import LearnedPredictor, VerletPredictor, velocity_verlet
 from .generating import GeneratingFunction, MomentumCorrection, harmonic_action_factor
-from .solver import MidpointMap, SolveInfo, fixed_point
+from .solver import MidpointMap, MoleculeNewton, SolveInfo, fixed_point
 from .system import System
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "LearnedPredictor",
     "MidpointMap",
     "MomentumCorrection",
+    "MoleculeNewton",
     "SolveInfo",
     "System",
     "VerletPredictor",

@@ -13,8 +13,12 @@ import numpy as np
 import torch
 
 from .. import units
+from ..errors import UserError
+from ..neighbors import neighbor_pairs
 from ..potentials.base import EnergyModel, evaluate
 from ..state import State
+
+MAX_MOLECULE_ATOMS = 8  # the molecule-block Newton solver's largest block (48 unknowns)
 
 
 @dataclass
@@ -53,6 +57,35 @@ class System:
     def forces(self, model: EnergyModel, q: torch.Tensor) -> torch.Tensor:
         """F = −∂V/∂q (n, 3) Ha/bohr of `model` at q (n, 3) bohr, by the shared wrapper."""
         return units.forces_to_wire(evaluate(model, self.state(q)).forces.detach())
+
+    def molecules(self, q: torch.Tensor, max_atoms: int = MAX_MOLECULE_ATOMS) -> torch.Tensor:
+        """(n_molecules, k) atom indices of the molecules at positions q (n, 3) bohr, each row
+        padded with −1 to the largest molecule's k atoms: the connected components of the
+        covalent bonds, |r_ij| < 1.2 (r_i + r_j) with ASE's covalent radii. A component of more
+        than `max_atoms` atoms (a metal, a polymer) is refused (UserError)."""
+        from ase.data import covalent_radii
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        radii = covalent_radii[self.numbers.numpy()]
+        state = self.state(q.detach())
+        i, j, vectors = neighbor_pairs(state.positions, state.cell, state.pbc, state.batch, 1.2 * 2 * radii.max())
+        i, j = i.numpy(), j.numpy()
+        bonded = torch.linalg.vector_norm(vectors, dim=-1).numpy() < 1.2 * (radii[i] + radii[j])
+        graph = coo_matrix((np.ones(bonded.sum()), (i[bonded], j[bonded])), shape=(self.n_atoms,) * 2)
+        _, label = connected_components(graph, directed=False)
+        sizes = np.bincount(label)
+        if sizes.max() > max_atoms:
+            raise UserError(
+                f"the molecule-block Newton solver needs molecules of at most {max_atoms} atoms; "
+                f"covalent bonds join {sizes.max()} atoms here (a metal or a large molecule): "
+                "use the map without newton"
+            )
+        blocks = np.full((len(sizes), sizes.max()), -1, dtype=np.int64)
+        order = np.argsort(label, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        blocks[label[order], np.arange(self.n_atoms) - starts[label[order]]] = order
+        return torch.as_tensor(blocks)
 
     def potential_energy(self, model: EnergyModel, q: torch.Tensor) -> torch.Tensor:
         """V(q) Hartree (a 0-d tensor), differentiable in q (bohr)."""

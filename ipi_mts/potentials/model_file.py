@@ -34,7 +34,8 @@ A map file (kind "map", `save_map` / `load_map`) holds a long-time-step map of
         "anchor": {"reference": "qtip4pf", "params": {}}   # V: a reference potential by name
                 | {"embedded": "anchor"},      #    or a learned model, components["anchor"]
         "kinetic_scale_eV": 0.025852 | None,   # E₀ of H_θ's momentum features (None: no H_θ)
-        "solver": {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4},
+        "solver": {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4,
+                   "guess_substeps": 1, "newton": false},   # the last two optional
         "predictor": {"substeps": 1},          # only with a "predictor" component
       },
       "components": {"correction": {"architecture": "momentum-correction", ...}}  # or {}:
@@ -70,7 +71,9 @@ UNITS = {"energy": "eV", "length": "Å"}
 KINDS = {"single": ("full",), "pair": ("fast", "slow"), "map": ()}  # required components
 MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant", "predictor": "momentum-correction"}  # optional
 PAIR_COMPONENTS = {"transfer": "bonded"}  # optional
-SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int}
+SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int,
+          "guess_substeps": int, "newton": bool}
+SOLVER_OPTIONAL = {"guess_substeps", "newton"}  # absent from the files of earlier versions
 # architecture name -> (module class, config class with to_dict/from_dict)
 ARCHITECTURES = {"equivariant": (EquivariantPotential, EquivariantConfig)}
 
@@ -309,9 +312,13 @@ def _check_map(content: dict) -> None:
         if isinstance(substeps, bool) or substeps < 1:
             raise _Bad(f"predictor substeps {substeps!r} must be >= 1")
     solver = _need(section, "solver", dict, " in 'map'")
-    if set(solver) != set(SOLVER):
+    if not set(SOLVER) - SOLVER_OPTIONAL <= set(solver) <= set(SOLVER):
         raise _Bad(f"solver settings must be {sorted(SOLVER)}, found {sorted(solver)}")
+    if not isinstance(solver.get("newton", False), bool):
+        raise _Bad(f"solver setting newton = {solver['newton']!r} must be true or false")
     for key, kind in SOLVER.items():
+        if kind is bool or key not in solver:
+            continue
         value = _need(solver, key, float | int if kind is float else int, " in the map's solver")
         ok = value > 0 if key == "tol" else value >= (0 if key == "memory" else 1)
         if isinstance(value, bool) or not (math.isfinite(value) and ok):

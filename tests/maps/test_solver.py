@@ -5,10 +5,12 @@ All in float64, i-PI atomic units."""
 
 import math
 
+import ase.build
 import pytest
 import torch
 
 from ipi_mts import units
+from ipi_mts.errors import UserError
 from ipi_mts.maps import GeneratingFunction, MidpointMap, System, harmonic_action_factor, velocity_verlet
 from ipi_mts.potentials import load_potential
 
@@ -115,6 +117,60 @@ def test_anderson_needs_fewer_iterations_than_plain_fixed_point():
     for timestep in (1.0, 2.0):
         assert counts[timestep, 5] < counts[timestep, 0]
     assert counts[3.0, 5] is not None and counts[3.0, 0] is None  # plain diverges at 3 fs
+
+
+def test_molecule_newton_solves_where_anderson_diverges():
+    """The implicit midpoint rule of q-TIP4P/F water: at 4 fs both solvers reach the same
+    solution; at 6 fs (ωτ ≈ 4.4 for the O–H stretch, where Anderson's iterates run away) the
+    molecule-block preconditioner converges, and its answer solves the equations."""
+    q, p, masses, h, numbers = water(2)
+    system = System.from_ipi(masses, h, numbers)
+    anderson = water_map(4.0, learned=False, tol=1e-12, memory=20)
+    newton = water_map(4.0, learned=False, tol=1e-12, memory=20, newton=True)
+    qa, pa, info_a = anderson.step(q, p, masses, h, numbers)
+    qn, pn, info_n = newton.step(q, p, masses, h, numbers)
+    assert info_a["converged"] and info_n["converged"]
+    assert abs(qa - qn).max() < 1e-10 and abs(pa - pn).max() < 1e-10 * float(p.abs().max())
+    anderson = water_map(6.0, learned=False, tol=1e-12, memory=20)
+    newton = water_map(6.0, learned=False, tol=1e-12, memory=20, newton=True)
+    assert not anderson.step(q, p, masses, h, numbers)[2]["converged"]
+    qn, pn, info = newton.step(q, p, masses, h, numbers)
+    assert info["converged"] and not info["fallback"]
+    assert info["iterations"] > 18 + 1  # the Jacobian's 18 columns and its base point count
+    g, pack, _ = newton.equations(q, p, system)
+    x = pack(torch.as_tensor(qn), torch.as_tensor(pn))
+    assert float((g(x) - x).abs().max()) < 1e-11
+
+
+def test_kept_newton_blocks_save_the_jacobian_and_give_the_same_steps():
+    """Three 4 fs steps of q-TIP4P/F water: the block Jacobian is built at the first step
+    and kept for the next ones, which then cost fewer evaluations of g in all, and the
+    trajectory is Anderson's to the tolerance."""
+    q, p, masses, h, numbers = water(2)
+    newton = water_map(4.0, learned=False, tol=1e-12, memory=20, newton=True, guess_substeps=4)
+    anderson = water_map(4.0, learned=False, tol=1e-12, memory=20)
+    qa, pa, qn, pn, counts = q, p, q, p, []
+    for _ in range(3):
+        qa, pa, _ = anderson.step(qa, pa, masses, h, numbers)
+        qn, pn, info = newton.step(qn, pn, masses, h, numbers)
+        assert info["converged"]
+        counts.append(info["iterations"])
+    print("evaluations of g per step:", counts)
+    assert counts[0] > 18 + 1 and max(counts[1:]) < 18 + 1  # a rebuild alone costs 18 + 1
+    assert abs(qa - qn).max() < 1e-10 and abs(pa - pn).max() < 1e-10 * float(p.abs().max())
+
+
+def test_molecules_are_the_covalently_bonded_groups():
+    q, p, masses, h, numbers = water(4)
+    order = torch.tensor([4, 0, 11, 2, 7, 1, 9, 3, 6, 10, 5, 8])
+    system = System.from_ipi(masses[order], h, numbers[order])
+    found = system.molecules(q[order])
+    found = {frozenset(order[i].item() for i in row if i >= 0) for row in found}
+    assert found == {frozenset(range(3 * k, 3 * k + 3)) for k in range(4)}
+    metal = ase.build.bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 1, 1))  # 2.86 Å apart
+    aluminium = System.from_ipi(metal.get_masses() * units.AMU, units.cell_to_wire(metal.cell.array), metal.numbers)
+    with pytest.raises(UserError, match="covalent bonds join 8 atoms"):
+        aluminium.molecules(torch.as_tensor(units.positions_to_wire(metal.positions)), max_atoms=4)
 
 
 def test_nonconvergence_is_reported_and_falls_back_to_verlet_substeps():
