@@ -1,6 +1,7 @@
 """Can a map's implicit equations be solved? One step of a map file from one state of a data
-trajectory, by Anderson acceleration at several memories and iteration caps, and by SciPy's
-Newton–Krylov (LGMRES); prints the final residual (bohr) and the evaluations each took.
+trajectory, by Anderson acceleration at several memories and iteration caps, by the molecule-block
+Newton preconditioner of maps/solver.py, and by SciPy's Newton–Krylov (LGMRES); prints the final
+residual (bohr) and the evaluations each took.
 
 Measures the breakdown of `water-map-4fs` reported in docs/learned-maps.md:
 
@@ -20,7 +21,7 @@ import torch
 
 from ipi_mts import units
 from ipi_mts.data.trajectories import MOMENTUM_AU_PER_ASE
-from ipi_mts.maps import GeneratingFunction, MidpointMap, System, fixed_point
+from ipi_mts.maps import GeneratingFunction, MidpointMap, MoleculeNewton, System, fixed_point
 from ipi_mts.potentials.model_file import load_map
 
 
@@ -31,6 +32,8 @@ def main():
     parser.add_argument("--frame", type=int, default=-50, help="index of the starting state (default: -50)")
     parser.add_argument("--anderson", default="20:100,50:300", help="MEMORY:ITERATIONS, comma-separated")
     parser.add_argument("--newton-iterations", type=int, default=30)
+    parser.add_argument("--block-iterations", type=int, default=100,
+                        help="iteration cap of the molecule-block Newton solve (default: 100)")
     parser.add_argument("--guess", choices=["verlet", "midpoint"], default="verlet",
                         help="initial guess: the map's predictor (one Verlet step of the anchor, as in MD) "
                              "or the solved implicit midpoint map of the anchor (S = τH)")
@@ -62,6 +65,13 @@ def main():
         _, info = fixed_point(g, x0, m.tol, iterations, memory)
         print(f"Anderson memory {memory}, {iterations} iterations: converged {info.converged}, "
               f"residual {info.residual:.3g} bohr after {info.iterations} evaluations ({time.perf_counter() - start:.1f} s)")
+    calls[0] = 0
+    start = time.perf_counter()
+    blocks = MoleculeNewton(g, x0, g(x0), system.molecules(q))
+    _, info = fixed_point(g, x0, m.tol, args.block_iterations, 20, blocks)
+    print(f"molecule-block Newton (maps/solver.py), Anderson memory 20 on the preconditioned residual: converged "
+          f"{info.converged}, residual {info.residual:.3g} bohr after {calls[0]} evaluations, {blocks.evaluations + 1} "
+          f"of them for the Jacobian ({time.perf_counter() - start:.1f} s)")
     calls[0] = 0
     start = time.perf_counter()
     try:

@@ -19,11 +19,13 @@ import statistics
 import sys
 from pathlib import Path
 
+import re
+
 import numpy as np
 import yaml
 
 from ipi_mts.benchmarking import MAP_SYSTEMS, method_xml, run_method
-from ipi_mts.evaluation import read_trajectory
+from ipi_mts import units
 from ipi_mts.potentials.model_file import load_map, save_map
 
 
@@ -35,7 +37,12 @@ def variant(text: str):
 
 
 def map_file(name: str, settings: dict, path: Path) -> Path:
-    """The map `name` saved to `path` with its solver `settings` changed."""
+    """The map `name` saved to `path` with its solver `settings` changed (an existing file
+    there with these settings is reused, so that finished runs of it are too)."""
+    if path.is_file():
+        saved = load_map(path)
+        if all(getattr(saved, key, None) == value for key, value in settings.items()):
+            return path
     m = load_map(name)
     for key, value in settings.items():
         if not hasattr(m, key):
@@ -47,6 +54,13 @@ def map_file(name: str, settings: dict, path: Path) -> Path:
     params = m.metadata.get("config", {}).get("anchor_params", {})
     save_map(path, m, anchor=anchor, anchor_params=params, species=m.species, masses=m.masses, metadata=m.metadata)
     return path
+
+
+def last_positions(folder: Path) -> np.ndarray:
+    """The positions (Å) at the end of a run, at full precision: the RESTART's beads' q."""
+    text = (folder / "RESTART").read_text()
+    found = re.search(r"<q shape='\(1, (\d+)\)'>\s*\[(.*?)\]", text, flags=re.S)
+    return units.positions_from_wire(np.array(found.group(2).replace(",", " ").split(), dtype=float))
 
 
 def main():
@@ -74,7 +88,7 @@ def main():
                                  inner_fs=spec["fine_fs"], frame_fs=spec["frame_fs"])
             folder = root / f"{name}-{repeat}"
             result = run_method(folder, xml)
-            last = read_trajectory(folder / "run.pos_0.xyz")[-1].positions
+            last = last_positions(folder)
             runs[name].append(result | {"ms_per_step": result["ms_per_step"], "last": last, "dt": dt})
             print(f"{name} (repeat {repeat}): {result['ms_per_step']:.0f} ms/step, "
                   f"{result['solver']['iterations']:.1f} evaluations/step, {result['solver']['fallbacks']} fallbacks",

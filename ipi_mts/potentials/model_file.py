@@ -171,7 +171,9 @@ def _content(kind, species, cutoffs, masses, metadata, components, **extra) -> d
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash never leaves half a file."""
+    """torch.save through a temporary file and a rename: a crash never leaves half a file.
+    Written through a file object, so that the archive's inner name is torch's fixed one, not
+    the temporary file's: the same content gives the same bytes (and hashes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -179,7 +181,8 @@ def atomic_save(obj, path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
         os.chmod(tmp, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
         os.replace(tmp, path)
     finally:

@@ -76,6 +76,13 @@ def test_single_round_trip(files):
     assert loaded.model_file == str(files["single"])
 
 
+def test_same_model_saves_the_same_bytes(tmp_path):
+    """Saved twice, to two names: byte for byte the same file (so hashes name the content)."""
+    a = save_model(tmp_path / "a.pt", model(3.5, 2, seed=3), METADATA)
+    b = save_model(tmp_path / "b.pt", model(3.5, 2, seed=3), METADATA)
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_file_is_plain_data(files):
     """Readable with weights_only (no code), self-describing."""
     content = torch.load(files["pair"], weights_only=True)
