@@ -29,8 +29,10 @@ while the stopping test stays on the true residual r_k. P costs 6 × (atoms per 
 evaluations of G (19 for water: every molecule's same coordinate is perturbed at once, which
 is exact for the blocks up to the couplings between molecules); it is kept from step to step
 and rebuilt when the extra iterations it costs have added up to a rebuild's
-(`MidpointMap._newton_solve`). With `guess_substeps` = k the initial guess is k velocity-Verlet
-sub-steps of the anchor over τ instead of one.
+(`MidpointMap._newton_solve`). With `blocks='atoms'` each atom's 6 unknowns are a block
+(6 + 1 evaluations): for a metal, whose stiffness is collective, the on-site part of it
+(al-map-32fs: 26 → 16 iterations). With `guess_substeps` = k the initial guess is k
+velocity-Verlet sub-steps of the anchor over τ instead of one.
 
 `MidpointMap.step` starts from the direct predictor's guess (one velocity-Verlet step of V
 by default, or a map file's learned predictor, `direct.LearnedPredictor`) and, if the solve
@@ -57,7 +59,8 @@ from .system import System, as_numpy
 # `ipi-mts train-map`'s `solver:`. Memory 20 and 100 iterations solve the q-TIP4P/F implicit
 # midpoint map at 4 fs in ~40 iterations (58 with memory 5).
 SOLVER_DEFAULTS = {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4,
-                   "guess_substeps": 1, "newton": False}
+                   "guess_substeps": 1, "newton": False, "blocks": "molecules"}
+BLOCKS = ("molecules", "atoms")  # the blocks of `newton`: System.molecules, or each atom alone
 
 
 @dataclass
@@ -145,7 +148,8 @@ class MidpointMap:
     numbers. Returns numpy (n, 3) arrays and info = {"converged", "iterations", "residual",
     "fallback"}. `steps` and `fallbacks` count calls and fallbacks. `solve=False`: the direct
     prediction alone (module docstring). Without a `predictor`, the guess is `guess_substeps`
-    velocity-Verlet sub-steps of the anchor; `newton`: the molecule-block preconditioner.
+    velocity-Verlet sub-steps of the anchor; `newton`: the block preconditioner, with `blocks`
+    'molecules' or 'atoms'.
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class MidpointMap:
         fallback_substeps: int = SOLVER_DEFAULTS["fallback_substeps"],
         guess_substeps: int = SOLVER_DEFAULTS["guess_substeps"],
         newton: bool = SOLVER_DEFAULTS["newton"],
+        blocks: str = SOLVER_DEFAULTS["blocks"],
         solve: bool = True,
     ):
         self.generating = generating
@@ -169,6 +174,9 @@ class MidpointMap:
         self.tol, self.max_iter, self.memory = float(tol), int(max_iter), int(memory)
         self.fallback_substeps = int(fallback_substeps)
         self.newton = bool(newton)
+        if blocks not in BLOCKS:
+            raise ValueError(f"blocks {blocks!r}: choose {' or '.join(BLOCKS)}")
+        self.blocks = blocks
         self._newton = None  # the MoleculeNewton kept from the last step
         self.steps = 0
         self.fallbacks = 0
@@ -221,7 +229,8 @@ class MidpointMap:
                 kept.excess += max(solve.iterations - kept.fresh_iterations, 0)
                 return x, SolveInfo(True, solve.iterations, solve.residual)
             spent = solve.iterations
-        fresh = MoleculeNewton(g, x0, g(x0), system.molecules(q))
+        groups = system.molecules(q) if self.blocks == "molecules" else torch.arange(system.n_atoms)[:, None]
+        fresh = MoleculeNewton(g, x0, g(x0), groups)
         x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory, fresh)
         fresh.fresh_iterations, fresh.excess = solve.iterations, 0
         self._newton = fresh if solve.converged else None
@@ -254,4 +263,4 @@ class MidpointMap:
         return q_new, p_new, info
 
 
-__all__ = ["MidpointMap", "MoleculeNewton", "SOLVER_DEFAULTS", "SolveInfo", "fixed_point"]
+__all__ = ["BLOCKS", "MidpointMap", "MoleculeNewton", "SOLVER_DEFAULTS", "SolveInfo", "fixed_point"]

@@ -35,7 +35,7 @@ A map file (kind "map", `save_map` / `load_map`) holds a long-time-step map of
                 | {"embedded": "anchor"},      #    or a learned model, components["anchor"]
         "kinetic_scale_eV": 0.025852 | None,   # E₀ of H_θ's momentum features (None: no H_θ)
         "solver": {"tol": 1e-9, "max_iter": 100, "memory": 20, "fallback_substeps": 4,
-                   "guess_substeps": 1, "newton": false},   # the last two optional
+                   "guess_substeps": 1, "newton": false, "blocks": "molecules"},   # the last three optional
         "predictor": {"substeps": 1},          # only with a "predictor" component
       },
       "components": {"correction": {"architecture": "momentum-correction", ...}}  # or {}:
@@ -72,8 +72,8 @@ KINDS = {"single": ("full",), "pair": ("fast", "slow"), "map": ()}  # required c
 MAP_COMPONENTS = {"correction": "momentum-correction", "anchor": "equivariant", "predictor": "momentum-correction"}  # optional
 PAIR_COMPONENTS = {"transfer": "bonded"}  # optional
 SOLVER = {"tol": float, "max_iter": int, "memory": int, "fallback_substeps": int,
-          "guess_substeps": int, "newton": bool}
-SOLVER_OPTIONAL = {"guess_substeps", "newton"}  # absent from the files of earlier versions
+          "guess_substeps": int, "newton": bool, "blocks": str}
+SOLVER_OPTIONAL = {"guess_substeps", "newton", "blocks"}  # absent from the files of earlier versions
 # architecture name -> (module class, config class with to_dict/from_dict)
 ARCHITECTURES = {"equivariant": (EquivariantPotential, EquivariantConfig)}
 
@@ -319,8 +319,12 @@ def _check_map(content: dict) -> None:
         raise _Bad(f"solver settings must be {sorted(SOLVER)}, found {sorted(solver)}")
     if not isinstance(solver.get("newton", False), bool):
         raise _Bad(f"solver setting newton = {solver['newton']!r} must be true or false")
+    from ..maps.solver import BLOCKS
+
+    if solver.get("blocks", BLOCKS[0]) not in BLOCKS:
+        raise _Bad(f"solver setting blocks = {solver['blocks']!r} must be one of {', '.join(BLOCKS)}")
     for key, kind in SOLVER.items():
-        if kind is bool or key not in solver:
+        if kind in (bool, str) or key not in solver:
             continue
         value = _need(solver, key, float | int if kind is float else int, " in the map's solver")
         ok = value > 0 if key == "tol" else value >= (0 if key == "memory" else 1)

@@ -64,7 +64,7 @@ model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # EquivariantCon
 train: {epochs: 10, steps: null, minutes: null, lr: 0.005}      # the first budget reached ends it
 schedule: {kind: cosine, min_lr_factor: 0.01, warmup_steps: 0, patience: 2, factor: 0.5}
 solver: {tol: 1.0e-9, max_iter: 100, memory: 20, fallback_substeps: 4,   # stored in the map file
-         guess_substeps: 1, newton: false}   # maps/solver.py: Verlet guess, molecule-block Newton
+         guess_substeps: 1, newton: false, blocks: molecules}   # maps/solver.py: Verlet guess, block Newton
 predictor:               # the learned direct predictor: trained only when given a budget
   model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # g_θ's EquivariantConfig fields
   substeps: 1            # Verlet sub-steps of the anchor that g_θ corrects

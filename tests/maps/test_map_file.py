@@ -126,6 +126,7 @@ def _section(c):
         (lambda c: _section(c)["solver"].update(max_iter=0), "max_iter = 0 is out of range"),
         (lambda c: _section(c)["solver"].pop("tol"), "solver settings must be"),
         (lambda c: _section(c)["solver"].update(newton=1), "newton = 1 must be true or false"),
+        (lambda c: _section(c)["solver"].update(blocks="bonds"), "blocks = 'bonds' must be one of molecules, atoms"),
         (lambda c: _section(c)["solver"].update(guess_substeps=0), "guess_substeps = 0 is out of range"),
         (lambda c: c["components"].update(full=c["components"]["correction"]), "has components among"),
         (lambda c: c["components"]["correction"].update(architecture="equivariant"), "unknown architecture"),
@@ -143,19 +144,19 @@ def test_corrupt_files_rejected(files, tmp_path, edit, message):
 
 
 def test_solver_settings_round_trip_and_default_where_earlier_files_lack_them(files, tmp_path):
-    """newton and guess_substeps are stored; a file of an earlier version, without them,
+    """newton, blocks and guess_substeps are stored; a file of an earlier version, without them,
     loads with the defaults (Anderson from one Verlet step)."""
     m = load_map(files["corrected"])
-    m.newton, m.guess_substeps = True, 8
+    m.newton, m.guess_substeps, m.blocks = True, 8, "atoms"
     save_map(tmp_path / "newton.pt", m, anchor="qtip4pf")
     again = load_map(tmp_path / "newton.pt")
-    assert (again.newton, again.guess_substeps, again.predictor.substeps) == (True, 8, 8)
+    assert (again.newton, again.guess_substeps, again.predictor.substeps, again.blocks) == (True, 8, 8, "atoms")
     content = torch.load(tmp_path / "newton.pt", weights_only=True)
-    for key in ("newton", "guess_substeps"):
+    for key in ("newton", "guess_substeps", "blocks"):
         del _section(content)["solver"][key]
     torch.save(content, tmp_path / "earlier.pt")
     earlier = load_map(tmp_path / "earlier.pt")
-    assert (earlier.newton, earlier.guess_substeps, earlier.predictor.substeps) == (False, 1, 1)
+    assert (earlier.newton, earlier.guess_substeps, earlier.predictor.substeps, earlier.blocks) == (False, 1, 1, "molecules")
 
 
 def test_save_rejects_bad_input(tmp_path):

@@ -160,6 +160,33 @@ def test_kept_newton_blocks_save_the_jacobian_and_give_the_same_steps():
     assert abs(qa - qn).max() < 1e-10 and abs(pa - pn).max() < 1e-10 * float(p.abs().max())
 
 
+def test_atom_blocks_cut_the_iterations_of_a_metal():
+    """The implicit midpoint map of EMT aluminium (32 atoms) at 32 fs: with each atom's block of
+    the Jacobian (built once, 6 + 1 evaluations) the later steps need fewer evaluations than
+    Anderson's, and the trajectory is the same to the tolerance."""
+    atoms = ase.build.bulk("Al", "fcc", a=4.05, cubic=True).repeat(2)
+    gen = torch.Generator().manual_seed(11)
+    atoms.positions += 0.05 * torch.randn(atoms.positions.shape, generator=gen, dtype=torch.float64).numpy()
+    masses = torch.as_tensor(atoms.get_masses()) * units.AMU
+    kt = units.energy_to_wire(0.0517)  # 600 K
+    p = torch.randn(len(atoms), 3, generator=gen, dtype=torch.float64) * torch.sqrt(masses * kt)[:, None]
+    q = torch.as_tensor(units.positions_to_wire(atoms.positions))
+    h = torch.as_tensor(units.cell_to_wire(atoms.cell.array))
+    potential = load_potential("ase:EMT")
+    anderson = MidpointMap(GeneratingFunction(potential, 32.0), tol=1e-10, memory=20)
+    blocks = MidpointMap(GeneratingFunction(potential, 32.0), tol=1e-10, memory=20, newton=True, blocks="atoms")
+    qa, pa, qb, pb, counts = q, p, q, p, {"anderson": [], "atoms": []}
+    for _ in range(3):
+        qa, pa, info_a = anderson.step(qa, pa, masses, h, atoms.numbers)
+        qb, pb, info_b = blocks.step(qb, pb, masses, h, atoms.numbers)
+        assert info_a["converged"] and info_b["converged"]
+        counts["anderson"].append(info_a["iterations"])
+        counts["atoms"].append(info_b["iterations"])
+    print("evaluations of g per step:", counts)
+    assert all(b < a for a, b in zip(counts["anderson"][1:], counts["atoms"][1:]))
+    assert abs(qa - qb).max() < 1e-8
+
+
 def test_molecules_are_the_covalently_bonded_groups():
     q, p, masses, h, numbers = water(4)
     order = torch.tensor([4, 0, 11, 2, 7, 1, 9, 3, 6, 10, 5, 8])
