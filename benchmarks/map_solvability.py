@@ -21,7 +21,7 @@ import torch
 
 from ipi_mts import units
 from ipi_mts.data.trajectories import MOMENTUM_AU_PER_ASE
-from ipi_mts.maps import GeneratingFunction, MidpointMap, MoleculeNewton, System, fixed_point
+from ipi_mts.maps import BlockNewton, GeneratingFunction, MidpointMap, System, fixed_point
 from ipi_mts.potentials.model_file import load_map
 
 
@@ -67,7 +67,7 @@ def main():
               f"residual {info.residual:.3g} bohr after {info.iterations} evaluations ({time.perf_counter() - start:.1f} s)")
     calls[0] = 0
     start = time.perf_counter()
-    blocks = MoleculeNewton(g, x0, g(x0), system.molecules(q))
+    blocks = BlockNewton(g, x0, g(x0), system.molecules(q))
     _, info = fixed_point(g, x0, m.tol, args.block_iterations, 20, blocks)
     print(f"molecule-block Newton (maps/solver.py), Anderson memory 20 on the preconditioned residual: converged "
           f"{info.converged}, residual {info.residual:.3g} bohr after {calls[0]} evaluations, {blocks.evaluations + 1} "

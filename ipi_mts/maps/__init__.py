@@ -6,15 +6,15 @@
 
 from .direct import LearnedPredictor, VerletPredictor, velocity_verlet
 from .generating import GeneratingFunction, MomentumCorrection, harmonic_action_factor
-from .solver import MidpointMap, MoleculeNewton, SolveInfo, fixed_point
+from .solver import BlockNewton, MidpointMap, SolveInfo, fixed_point
 from .system import System
 
 __all__ = [
+    "BlockNewton",
     "GeneratingFunction",
     "LearnedPredictor",
     "MidpointMap",
     "MomentumCorrection",
-    "MoleculeNewton",
     "SolveInfo",
     "System",
     "VerletPredictor",

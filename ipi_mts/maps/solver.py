@@ -19,7 +19,7 @@ non-finite residual: never silently.
 Near the parametrisation's limit (ωτ → π for the stiffest vibration) the plain and the
 Anderson iteration diverge: G is strongly expansive along the stiff intramolecular modes.
 With `newton=True` the iteration runs preconditioned by the molecules' block of the Jacobian,
-a quasi-Newton method (`MoleculeNewton`): with P = I − ∂G/∂x restricted to the coordinates of
+a quasi-Newton method (`BlockNewton`): with P = I − ∂G/∂x restricted to the coordinates of
 each molecule (q' and τp'/m of its atoms; the couplings between molecules, soft, left out),
 from finite differences at the initial guess,
 
@@ -108,21 +108,22 @@ def fixed_point(g, x0: torch.Tensor, tol: float, max_iter: int = 50, memory: int
     return x, SolveInfo(False, max_iter, residual)
 
 
-class MoleculeNewton:
-    """r ↦ P⁻¹ r with P = I − ∂g/∂x on each molecule's unknowns (module docstring), from
+class BlockNewton:
+    """r ↦ P⁻¹ r with P = I − ∂g/∂x on each block's unknowns (module docstring), from
     forward differences of g at x: column c of every block at once, one evaluation of g per
-    column (`evaluations`). `molecules` (n_molecules, k) atom indices, −1 padded."""
+    column (`evaluations`). `groups` (n_blocks, k): the atom indices of each block (a molecule,
+    or one atom), −1 padded."""
 
     EPS = 1e-6  # bohr: the forward-difference step
 
-    def __init__(self, g, x: torch.Tensor, gx: torch.Tensor, molecules: torch.Tensor):
+    def __init__(self, g, x: torch.Tensor, gx: torch.Tensor, groups: torch.Tensor):
         n_atoms = x.numel() // 6
-        coordinates = (3 * molecules[:, :, None] + torch.arange(3)).reshape(len(molecules), -1)
-        valid = (molecules >= 0)[:, :, None].expand(-1, -1, 3).reshape(len(molecules), -1)
-        self.mask = torch.cat([valid, valid], 1)  # (n_molecules, w): q' then τp'/m
+        coordinates = (3 * groups[:, :, None] + torch.arange(3)).reshape(len(groups), -1)
+        valid = (groups >= 0)[:, :, None].expand(-1, -1, 3).reshape(len(groups), -1)
+        self.mask = torch.cat([valid, valid], 1)  # (n_blocks, w): q' then τp'/m
         self.index = torch.cat([coordinates, coordinates + 3 * n_atoms], 1).clamp(min=0)
         w = self.index.shape[1]
-        jacobian = torch.zeros(len(molecules), w, w, dtype=x.dtype)
+        jacobian = torch.zeros(len(groups), w, w, dtype=x.dtype)
         for c in range(w):
             step = torch.zeros_like(x)
             step[self.index[self.mask[:, c], c]] = self.EPS
@@ -177,7 +178,7 @@ class MidpointMap:
         if blocks not in BLOCKS:
             raise ValueError(f"blocks {blocks!r}: choose {' or '.join(BLOCKS)}")
         self.blocks = blocks
-        self._newton = None  # the MoleculeNewton kept from the last step
+        self._newton = None  # the BlockNewton kept from the last step
         self.steps = 0
         self.fallbacks = 0
 
@@ -212,7 +213,7 @@ class MidpointMap:
         return g, pack, unpack
 
     def _newton_solve(self, g, x0, q, system):
-        """`fixed_point` preconditioned by a `MoleculeNewton`, kept from step to step: the
+        """`fixed_point` preconditioned by a `BlockNewton`, kept from step to step: the
         blocks change slowly, so a kept one costs a few more iterations than a fresh one (11
         against 6 for water-map-2fs). It is rebuilt at x0 when the iterations spent beyond those
         of the solve right after the last rebuild add up to the cost of a rebuild (so that
@@ -230,7 +231,7 @@ class MidpointMap:
                 return x, SolveInfo(True, solve.iterations, solve.residual)
             spent = solve.iterations
         groups = system.molecules(q) if self.blocks == "molecules" else torch.arange(system.n_atoms)[:, None]
-        fresh = MoleculeNewton(g, x0, g(x0), groups)
+        fresh = BlockNewton(g, x0, g(x0), groups)
         x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory, fresh)
         fresh.fresh_iterations, fresh.excess = solve.iterations, 0
         self._newton = fresh if solve.converged else None
@@ -263,4 +264,4 @@ class MidpointMap:
         return q_new, p_new, info
 
 
-__all__ = ["BLOCKS", "MidpointMap", "MoleculeNewton", "SOLVER_DEFAULTS", "SolveInfo", "fixed_point"]
+__all__ = ["BLOCKS", "BlockNewton", "MidpointMap", "SOLVER_DEFAULTS", "SolveInfo", "fixed_point"]
