@@ -79,7 +79,7 @@ class System:
             raise UserError(
                 f"the molecule-block Newton solver needs molecules of at most {max_atoms} atoms; "
                 f"covalent bonds join {sizes.max()} atoms here (a metal or a large molecule): "
-                "use the map without newton"
+                "set the map's solver to blocks: atoms, or newton: false"
             )
         blocks = np.full((len(sizes), sizes.max()), -1, dtype=np.int64)
         order = np.argsort(label, kind="stable")
