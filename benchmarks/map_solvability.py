@@ -67,10 +67,11 @@ def main():
               f"residual {info.residual:.3g} bohr after {info.iterations} evaluations ({time.perf_counter() - start:.1f} s)")
     calls[0] = 0
     start = time.perf_counter()
-    blocks = BlockNewton(g, x0, g(x0), system.molecules(q))
-    _, info = fixed_point(g, x0, m.tol, args.block_iterations, 20, blocks)
+    g0 = g(x0)
+    blocks = BlockNewton(g, x0, g0, system.molecules(q))
+    _, info = fixed_point(g, x0, m.tol, args.block_iterations, 20, blocks, g0)
     print(f"molecule-block Newton (maps/solver.py), Anderson memory 20 on the preconditioned residual: converged "
-          f"{info.converged}, residual {info.residual:.3g} bohr after {calls[0]} evaluations, {blocks.evaluations + 1} "
+          f"{info.converged}, residual {info.residual:.3g} bohr after {calls[0]} evaluations, {blocks.evaluations} "
           f"of them for the Jacobian ({time.perf_counter() - start:.1f} s)")
     calls[0] = 0
     start = time.perf_counter()

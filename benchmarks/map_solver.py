@@ -48,8 +48,6 @@ def map_file(name: str, settings: dict, path: Path) -> Path:
         if not hasattr(m, key):
             raise SystemExit(f"map_solver.py: unknown solver setting {key!r}")
         setattr(m, key, value)
-    if "guess_substeps" in settings and type(m.predictor).__name__ == "VerletPredictor":
-        m.predictor.substeps = m.guess_substeps
     anchor = None if m.anchor == "embedded" else m.anchor
     params = m.metadata.get("config", {}).get("anchor_params", {})
     save_map(path, m, anchor=anchor, anchor_params=params, species=m.species, masses=m.masses, metadata=m.metadata)
@@ -89,7 +87,7 @@ def main():
             folder = root / f"{name}-{repeat}"
             result = run_method(folder, xml)
             last = last_positions(folder)
-            runs[name].append(result | {"ms_per_step": result["ms_per_step"], "last": last, "dt": dt})
+            runs[name].append(result | {"last": last, "dt": dt})
             print(f"{name} (repeat {repeat}): {result['ms_per_step']:.0f} ms/step, "
                   f"{result['solver']['iterations']:.1f} evaluations/step, {result['solver']['fallbacks']} fallbacks",
                   flush=True)

@@ -25,12 +25,13 @@ from finite differences at the initial guess,
 
     r̃_k = P⁻¹ r_k,   and Anderson as above on (x_k + r̃_k, r̃_k)
 
-while the stopping test stays on the true residual r_k. P costs 6 × (atoms per molecule) + 1
-evaluations of G (19 for water: every molecule's same coordinate is perturbed at once, which
-is exact for the blocks up to the couplings between molecules); it is kept from step to step
+while the stopping test stays on the true residual r_k. P costs 6 × (atoms per molecule)
+evaluations of G besides G(x_0), which the solve then starts from (18 for water: every
+molecule's same coordinate is perturbed at once, which is exact for the blocks up to the
+couplings between molecules); it is kept from step to step
 and rebuilt when the extra iterations it costs have added up to a rebuild's
 (`MidpointMap._newton_solve`). With `blocks='atoms'` each atom's 6 unknowns are a block
-(6 + 1 evaluations): for a metal, whose stiffness is collective, the on-site part of it
+(6 evaluations): for a metal, whose stiffness is collective, the on-site part of it
 (al-map-32fs: 26 → 16 iterations). With `guess_substeps` = k the initial guess is k
 velocity-Verlet sub-steps of the anchor over τ instead of one.
 
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .direct import VerletPredictor, velocity_verlet
+from .direct import LearnedPredictor, VerletPredictor, velocity_verlet
 from .generating import GeneratingFunction
 from .system import System, as_numpy
 
@@ -70,17 +71,19 @@ class SolveInfo:
     residual: float  # max |G(x) − x| at the last x tried (bohr); nan if not finite
 
 
-def fixed_point(g, x0: torch.Tensor, tol: float, max_iter: int = 50, memory: int = 5, precondition=None):
+def fixed_point(g, x0: torch.Tensor, tol: float, max_iter: int = 50, memory: int = 5, precondition=None,
+                g0: torch.Tensor | None = None):
     """x = g(x) for a flat float64 tensor, by Anderson acceleration with `memory` past
     steps (0: plain iteration), on the residuals r = g(x) − x or, with `precondition`
-    (r -> P⁻¹r), on P⁻¹r; converged when max|r| ≤ tol. Returns (x, SolveInfo); x is g of the
+    (r -> P⁻¹r), on P⁻¹r; converged when max|r| ≤ tol. `g0`: g(x0) if already known (it
+    counts as the first of the `max_iter` evaluations). Returns (x, SolveInfo); x is g of the
     last iterate when converged, else the last iterate."""
     x = x0
     delta_g, delta_r = [], []
     g_prev = r_prev = None
     residual = math.inf
     for k in range(1, max_iter + 1):
-        gx = g(x)
+        gx = g0 if k == 1 and g0 is not None else g(x)
         r = gx - x
         residual = float(r.abs().max())
         if not math.isfinite(residual):
@@ -168,9 +171,8 @@ class MidpointMap:
     ):
         self.generating = generating
         self.solve = bool(solve)
-        self.guess_substeps = int(guess_substeps)
         if predictor is None:
-            predictor = VerletPredictor(generating.potential, self.guess_substeps)
+            predictor = VerletPredictor(generating.potential, guess_substeps)
         self.predictor = predictor
         self.tol, self.max_iter, self.memory = float(tol), int(max_iter), int(memory)
         self.fallback_substeps = int(fallback_substeps)
@@ -181,6 +183,19 @@ class MidpointMap:
         self._newton = None  # the BlockNewton kept from the last step
         self.steps = 0
         self.fallbacks = 0
+
+    @property
+    def guess_substeps(self) -> int:
+        """Velocity-Verlet sub-steps of the anchor in the initial guess: the predictor's."""
+        return self.predictor.substeps
+
+    @guess_substeps.setter
+    def guess_substeps(self, substeps: int) -> None:
+        if int(substeps) < 1:
+            raise ValueError(f"substeps must be >= 1, not {substeps}")
+        if isinstance(self.predictor, LearnedPredictor) and int(substeps) != self.predictor.substeps:
+            raise ValueError("a learned predictor's Verlet sub-steps are part of its training")
+        self.predictor.substeps = int(substeps)
 
     @property
     def tau(self) -> float:
@@ -214,8 +229,8 @@ class MidpointMap:
 
     def _newton_solve(self, g, x0, q, system):
         """`fixed_point` preconditioned by a `BlockNewton`, kept from step to step: the
-        blocks change slowly, so a kept one costs a few more iterations than a fresh one (11
-        against 6 for water-map-2fs). It is rebuilt at x0 when the iterations spent beyond those
+        blocks change slowly, so a kept one costs a few more iterations than a fresh one,
+        far fewer than a rebuild. It is rebuilt at x0 when the iterations spent beyond those
         of the solve right after the last rebuild add up to the cost of a rebuild (so that
         neither costs more than twice what the best schedule would), or when a solve with a
         kept one does not converge within the fresh solve's iterations plus a rebuild's cost
@@ -223,19 +238,20 @@ class MidpointMap:
         every evaluation of g counted."""
         kept = self._newton
         spent = 0
-        if kept is not None and kept.size == x0.numel() and kept.excess <= kept.evaluations + 1:
-            cap = min(self.max_iter, kept.fresh_iterations + kept.evaluations + 1)
+        if kept is not None and kept.size == x0.numel() and kept.excess <= kept.evaluations:
+            cap = min(self.max_iter, kept.fresh_iterations + kept.evaluations)
             x, solve = fixed_point(g, x0, self.tol, cap, self.memory, kept)
             if solve.converged:
                 kept.excess += max(solve.iterations - kept.fresh_iterations, 0)
-                return x, SolveInfo(True, solve.iterations, solve.residual)
+                return x, solve
             spent = solve.iterations
         groups = system.molecules(q) if self.blocks == "molecules" else torch.arange(system.n_atoms)[:, None]
-        fresh = BlockNewton(g, x0, g(x0), groups)
-        x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory, fresh)
+        g0 = g(x0)
+        fresh = BlockNewton(g, x0, g0, groups)
+        x, solve = fixed_point(g, x0, self.tol, self.max_iter, self.memory, fresh, g0)
         fresh.fresh_iterations, fresh.excess = solve.iterations, 0
         self._newton = fresh if solve.converged else None
-        return x, SolveInfo(solve.converged, spent + fresh.evaluations + 1 + solve.iterations, solve.residual)
+        return x, SolveInfo(solve.converged, spent + fresh.evaluations + solve.iterations, solve.residual)
 
     def step_system(self, q: torch.Tensor, p: torch.Tensor, system: System):
         """`step` on float64 tensors and a prepared System; returns tensors."""
