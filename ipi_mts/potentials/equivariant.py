@@ -53,6 +53,7 @@ from e3nn import o3
 from ..errors import UserError
 from ..neighbors import state_pairs
 from ..state import State, symbols
+from . import closed_form
 from .base import EnergyModel
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -283,6 +284,7 @@ class EquivariantPotential(EnergyModel):
         self.register_buffer("reference_energies", torch.zeros(len(config.species), dtype=torch.float64))
         self.register_buffer("per_atom_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("per_atom_shift", torch.zeros((), dtype=torch.float64))
+        self._closed_form = None  # (key, constants): _closed_form_constants
 
     def _build(self, config: EquivariantConfig):
         n_species, f = len(config.species), config.num_features
@@ -369,15 +371,26 @@ class EquivariantPotential(EnergyModel):
         be given (a full list at least as long as this model's cutoff: longer ones are
         dropped), e.g. shared between the two models of a pair."""
         centre, neighbour, vectors = self.edges(state) if edges is None else edges
-        dtype = self.dtype
-        vectors = vectors.to(dtype)
-        lengths = torch.linalg.vector_norm(vectors, dim=-1)
-        if edges is not None and bool((lengths >= self.cutoff).any()):  # a longer list: drop the rest
-            keep = (lengths < self.cutoff).nonzero().squeeze(-1)
+        vectors = vectors.to(self.dtype)
+        inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < self.cutoff
+        if edges is not None and not bool(inside.all()):  # a longer list: drop the rest
+            keep = inside.nonzero().squeeze(-1)
             centre, neighbour = centre.index_select(0, keep), neighbour.index_select(0, keep)
-            vectors, lengths = vectors.index_select(0, keep), lengths.index_select(0, keep)
+            vectors = vectors.index_select(0, keep)
         index = self._species_index(state.numbers)
-        onehot = torch.nn.functional.one_hot(index, len(self.species)).to(dtype)
+        constants = self._closed_form_constants()
+        if constants is None:
+            out = self.generic_outputs(vectors, centre, neighbour, index)
+        else:
+            out = closed_form.atomic_outputs(self, constants, vectors, centre, neighbour, index)
+        return out.double() * self.per_atom_scale + self.per_atom_shift + self.reference_energies[index]
+
+    def generic_outputs(self, vectors, centre, neighbour, index) -> torch.Tensor:
+        """ε_i (n_atoms,) of the network (before scale, shift and reference energies), in the
+        model's dtype, through e3nn's modules and autograd; `vectors` (n_edges, 3) in that dtype
+        and within the cutoff, `index` the atoms' species index."""
+        lengths = torch.linalg.vector_norm(vectors, dim=-1)
+        onehot = torch.nn.functional.one_hot(index, len(self.species)).to(vectors.dtype)
         edge_sh = None
         if any(layer.uses_harmonics for layer in self.layers):
             edge_sh = o3.spherical_harmonics(
@@ -388,8 +401,20 @@ class EquivariantPotential(EnergyModel):
         h = self.embedding(onehot)
         for layer in self.layers:
             h = layer(h, onehot, edge_sh, edge_radial, centre, neighbour)
-        out = self.readout(h).squeeze(-1).double()
-        return out * self.per_atom_scale + self.per_atom_shift + self.reference_energies[index]
+        return self.readout(h).squeeze(-1)
+
+    def _closed_form_constants(self) -> dict | None:
+        """`closed_form.matrices` when the closed form applies and no parameter requires grad
+        (a driver's model), kept until a parameter changes (in place, or by a move to another
+        device or dtype); None otherwise (training, or a model of several layers)."""
+        parameters = list(self.parameters())
+        if not closed_form.applies(self) or any(p.requires_grad for p in parameters):
+            return None
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in parameters)
+        if self._closed_form is None or self._closed_form[0] != key:
+            with torch.no_grad():
+                self._closed_form = (key, closed_form.matrices(self))
+        return self._closed_form[1]
 
     def energy(self, state: State, edges=None) -> torch.Tensor:
         atomic = self.atomic_energies(state, edges)
