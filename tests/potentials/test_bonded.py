@@ -9,7 +9,7 @@ import torch
 
 from ipi_mts import testing
 from ipi_mts.errors import UserError
-from ipi_mts.potentials import evaluate, forces_and_laplacian
+from ipi_mts.potentials import evaluate
 from ipi_mts.potentials.bonded import BondedConfig, BondedTerms, switch
 from ipi_mts.state import State
 
@@ -48,39 +48,6 @@ def test_forces_and_virial_match_finite_differences():
     state = testing.water_box(2, jitter=0.08, seed=3)
     testing.assert_forces_match_finite_differences(terms, state, atol=1e-7)
     testing.assert_virial_matches_finite_strain(terms, state, atol=1e-7)
-
-
-class ThroughFeatures(BondedTerms):
-    """The same energy as the monomials contracted with the coefficients, through autograd."""
-
-    def energy(self, state, edges=None):
-        return self.features(state, edges) @ self.coefficients()
-
-
-def test_closed_form_gradient_is_autograds():
-    """Energy, forces and virial of the closed form against autograd through the features, in a
-    batch of two structures with bonds inside the switch (1.25–1.4 Å); and second derivatives
-    (a backward with create_graph) as autograd's."""
-    terms = water_terms(seed=2)
-    reference = ThroughFeatures(terms.config)
-    reference.set_coefficients(terms.coefficients())
-    stretched = []
-    for seed, length in ((4, 1.31), (8, 1.37)):
-        state = testing.water_box(2, jitter=0.08, seed=seed)
-        oh = state.positions[1] - state.positions[0]
-        state.positions[1] = state.positions[0] + oh * (length / float(oh.norm()))
-        stretched.append(state)
-    for state in (*stretched, testing.concatenate(stretched)):
-        closed, through = evaluate(terms, state), evaluate(reference, state)
-        torch.testing.assert_close(closed.energy, through.energy, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(closed.forces, through.forces, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(closed.virial, through.virial, rtol=1e-10, atol=1e-10)
-    generator = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    f1, lap1 = forces_and_laplacian(terms, stretched[0], probes=2, generator=generator())
-    f2, lap2 = forces_and_laplacian(reference, stretched[0], probes=2, generator=generator())
-    torch.testing.assert_close(f1, f2, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(lap1, lap2, rtol=1e-10, atol=1e-10)
-    assert float(lap2.abs().max()) > 1.0
 
 
 def test_batch_matches_each_structure_alone():
