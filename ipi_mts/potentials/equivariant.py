@@ -37,6 +37,8 @@ dtype of the State's positions.
 
 Parameters run in `config.dtype` (float32 or float64), on whatever device the module is
 moved to; inputs in another dtype are cast at the edge vectors (gradients flow through).
+A one-layer model of scalars whose weights are frozen (a driver's fast model) is evaluated in
+closed form, the same function with its gradient carried alongside (`closed_form`).
 """
 
 from __future__ import annotations
