@@ -409,8 +409,10 @@ class EquivariantPotential(EnergyModel):
         """`closed_form.matrices` when the closed form applies and no parameter requires grad
         (a driver's model), kept until a parameter changes (in place, or by a move to another
         device or dtype); None otherwise (training, or a model of several layers)."""
+        if not closed_form.applies(self):
+            return None
         parameters = list(self.parameters())
-        if not closed_form.applies(self) or any(p.requires_grad for p in parameters):
+        if any(p.requires_grad for p in parameters):
             return None
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in parameters)
         if self._closed_form is None or self._closed_form[0] != key:
