@@ -14,18 +14,17 @@ tolerance: the trajectories agree until the chaos of the liquid amplifies the to
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
 from pathlib import Path
 
-import re
-
 import numpy as np
 import yaml
 
-from ipi_mts.benchmarking import MAP_SYSTEMS, method_xml, run_method
 from ipi_mts import units
+from ipi_mts.benchmarking import MAP_SYSTEMS, method_xml, run_method
 from ipi_mts.potentials.model_file import load_map, save_map
 
 

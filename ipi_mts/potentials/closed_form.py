@@ -70,17 +70,15 @@ def matrices(model) -> dict:
 def _radial(model, m, r, need_derivative: bool):
     """R(r) (E, F) and, if asked, R'(r)."""
     cutoff, p = model.cutoff, model.config.cutoff_p
-    w = model.radial_basis.weights
-    arg = w * r[:, None] / cutoff
-    sin = torch.sin(arg)
-    bessel = (2.0 / cutoff) * sin / r[:, None]
+    bessel = model.radial_basis(r)
     envelope = equivariant.polynomial_cutoff(r, cutoff, p)[:, None]
     z = bessel * envelope
     dz = None
-    if need_derivative:
+    if need_derivative:  # B = (2/r_c) sin(w r/r_c) / r, so B' = ((2/r_c)(w/r_c) cos(w r/r_c) − B) / r
+        w = model.radial_basis.weights
         y = (r / cutoff)[:, None]
         d_envelope = (p * (p + 1) * (p + 2) / (2 * cutoff)) * y ** (p - 1) * (-1.0 + 2.0 * y - y * y) * (y < 1.0)
-        d_bessel = ((2.0 / cutoff) * (w / cutoff) * torch.cos(arg) - bessel) / r[:, None]
+        d_bessel = ((2.0 / cutoff) * (w / cutoff) * torch.cos(w * y) - bessel) / r[:, None]
         dz = d_bessel * envelope + bessel * d_envelope
     for weight, scale in m["radial"]:
         z = z @ weight
