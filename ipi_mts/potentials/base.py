@@ -7,7 +7,14 @@ Every potential is an `EnergyModel`: it maps a `State` to one energy per structu
     W   = -dE/dε  at ε = 0,  r -> r (1 + ε)ᵀ, cell -> cell (1 + ε)ᵀ   (eV)
 
 so W_ab = Σ_i F_ia r_ib for a pair potential: i-PI's virial (an energy, not divided by the
-volume, Σ f ⊗ r). `forces_and_laplacian` adds each atom's Laplacian Δ_i E = Σ_a ∂²E/∂r_ia²
+volume, Σ f ⊗ r). A model whose energy depends on the positions only through pair vectors
+v_e = r_j − r_i (+ the cell's shift) may give, without autograd, ∂E/∂v_e per edge
+(`EnergyModel.edge_gradient`, where it has that in closed form); then
+
+    F_i = Σ_{e: i(e)=i} ∂E/∂v_e − Σ_{e: j(e)=i} ∂E/∂v_e,    W = −Σ_e ∂E/∂v_e ⊗ v_e
+
+(v → v (1 + ε)ᵀ under the strain), the same numbers without an autograd graph, which costs
+more than the force itself for a small, cheap model. `forces_and_laplacian` adds each atom's Laplacian Δ_i E = Σ_a ∂²E/∂r_ia²
 (for the configurational temperature).
 """
 
@@ -49,6 +56,13 @@ class EnergyModel(torch.nn.Module):
         if the model needs to be told."""
         return None
 
+    def edge_gradient(self, state: State, edges=None):
+        """(E per structure, [(i, j, v, ∂E/∂v), ...]): the energy and its gradient with respect to
+        the pair vectors v = r_j − r_i of one or more lists of edges (i, j), computed without
+        autograd; or None (the default) where the model has no such closed form or the
+        gradient must come from autograd (a model that trains). `edges` as for `energy`."""
+        return None
+
     def forward(self, state: State) -> torch.Tensor:
         return self.energy(state)
 
@@ -61,7 +75,13 @@ class Evaluation:
 
 
 def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Evaluation:
-    """Energy, forces = -∂E/∂r and virial = -∂E/∂ε of every structure in `state`."""
+    """Energy, forces = -∂E/∂r and virial = -∂E/∂ε of every structure in `state`: from the
+    model's `edge_gradient` where it gives one (and no graph is asked for), else by autograd."""
+    if not create_graph:
+        with torch.no_grad():
+            found = model.edge_gradient(state)
+        if found is not None:
+            return _from_edge_gradient(state, *found)
     with torch.enable_grad():
         strain = torch.zeros_like(state.cell, requires_grad=True)
         positions = state.positions.detach().requires_grad_(True)
@@ -84,6 +104,21 @@ def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Ev
     forces = -grad_r if grad_r is not None else torch.zeros_like(positions)
     virial = -grad_e if grad_e is not None else torch.zeros_like(state.cell)
     return Evaluation(energy=energy, forces=forces, virial=virial)
+
+
+def _from_edge_gradient(state: State, energy, parts) -> Evaluation:
+    dtype = state.positions.dtype
+    forces = torch.zeros_like(state.positions)
+    virial = torch.zeros_like(state.cell)
+    for i, j, vectors, grad in parts:
+        grad = grad.to(dtype)
+        forces = forces.index_add(0, i, grad).index_add(0, j, -grad)
+        if state.n_structures == 1:
+            virial = virial - (grad.T @ vectors.to(dtype))[None]
+        else:
+            pair_virial = grad[:, :, None] * vectors.to(dtype)[:, None, :]
+            virial = virial.index_add(0, state.batch.index_select(0, i), -pair_virial)
+    return Evaluation(energy=energy.to(dtype), forces=forces, virial=virial)
 
 
 def forces_and_laplacian(model: EnergyModel, state: State, probes: int = 1, generator=None):

@@ -121,40 +121,92 @@ class BondedTerms(EnergyModel):
     def energy(self, state: State, edges=None) -> torch.Tensor:
         return self.features(state, edges) @ self.coefficients().to(state.positions.dtype)
 
-    def features(self, state: State, edges=None) -> torch.Tensor:
-        """(n_structures, n_features): the per-structure sum of every monomial, in the order of
-        `coefficients()`. (Gathers by `index_select` and powers by `cumprod`: a force call
-        is a few dozen small operations, whose count sets its cost.)"""
+    def topology(self, state: State, i, j, r):
+        """Indices into the edges (i ← j, lengths r) of the terms: per bond type its edges, per
+        angle type the edges of its two arms (e1, e2), all within the cutoff."""
         c = self.config
-        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
-        r = torch.linalg.vector_norm(vectors, dim=-1)
-        z = state.numbers
-        out = []
-        bonded = (r < c.cutoff).nonzero().squeeze(-1)
-        bi, bj, br = i.index_select(0, bonded), j.index_select(0, bonded), r.index_select(0, bonded)
-        zi, zj = z.index_select(0, bi), z.index_select(0, bj)
-        s = switch(br, c.switch_on, c.cutoff)
+        bonded = (r.detach() < c.cutoff).nonzero().squeeze(-1)
+        bi, bj = i.index_select(0, bonded), j.index_select(0, bonded)
+        zi, zj = state.numbers.index_select(0, bi), state.numbers.index_select(0, bj)
+        bonds, angles = [], []
         for bond in c.bonds:
             a, b = (int(x) for x in bond["species"])
             mask = (zi == a) & (zj == b) & ((bi < bj) if a == b else True)
-            chosen = mask.nonzero().squeeze(-1)
-            d = br.index_select(0, chosen) - float(bond["r0"])
-            values = s.index_select(0, chosen)[:, None] * _powers(d, c.bond_degree)
-            out.append(self._per_structure(state, bi.index_select(0, chosen), values))
+            bonds.append(bonded.index_select(0, mask.nonzero().squeeze(-1)))
         for angle in c.angles:
             arm, centre = int(angle["species"][0]), int(angle["species"][1])
             arms = ((zi == centre) & (zj == arm)).nonzero().squeeze(-1)
             e1, e2 = _pairs_sharing_centre(bi.index_select(0, arms), arms)
-            v1, v2 = vectors.index_select(0, bonded.index_select(0, e1)), vectors.index_select(0, bonded.index_select(0, e2))
-            r1, r2 = br.index_select(0, e1), br.index_select(0, e2)
+            angles.append((bonded.index_select(0, e1), bonded.index_select(0, e2)))
+        return bonds, angles
+
+    def features(self, state: State, edges=None) -> torch.Tensor:
+        """(n_structures, n_features): the per-structure sum of every monomial, in the order of
+        `coefficients()`, differentiable through autograd. (Gathers by `index_select` and
+        powers by `cumprod`: a force call is a few dozen small operations, whose count sets
+        its cost.)"""
+        c = self.config
+        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
+        r = torch.linalg.vector_norm(vectors, dim=-1)
+        bonds, angles = self.topology(state, i, j, r)
+        s = switch(r, c.switch_on, c.cutoff)
+        out = []
+        for bond, chosen in zip(c.bonds, bonds):
+            d = r.index_select(0, chosen) - float(bond["r0"])
+            values = s.index_select(0, chosen)[:, None] * _powers(d, c.bond_degree)
+            out.append(self._per_structure(state, i.index_select(0, chosen), values))
+        for angle, (e1, e2) in zip(c.angles, angles):
+            v1, v2 = vectors.index_select(0, e1), vectors.index_select(0, e2)
+            r1, r2 = r.index_select(0, e1), r.index_select(0, e2)
             du = (v1 * v2).sum(-1) / (r1 * r2) - float(angle["u0"])
             d1, d2 = r1 - float(angle["r0"]), r2 - float(angle["r0"])
             monomials = torch.cat([_powers(du, c.angle_degree), torch.stack([(d1 + d2) * du, d1 * d2], -1)], -1)
             weight = (s.index_select(0, e1) * s.index_select(0, e2))[:, None]
-            out.append(self._per_structure(state, bi.index_select(0, e1), weight * monomials))
+            out.append(self._per_structure(state, i.index_select(0, e1), weight * monomials))
         if not out:
             return torch.zeros(state.n_structures, 0, dtype=state.positions.dtype, device=r.device)
         return torch.cat(out, dim=-1)
+
+    def edge_gradient(self, state: State, edges=None):
+        """E per structure and ∂E/∂v of the edges of every term, in closed form:
+
+            bond:   ∂/∂v [s P(d)]        = (s' P + s P') v / r
+            angle:  ∂/∂v₁ [s₁ s₂ Q]      = (s₁' s₂ Q + s₁ s₂ ∂Q/∂δ₁) v₁ / r₁ + s₁ s₂ ∂Q/∂u ∂u/∂v₁,
+                    ∂u/∂v₁ = v₂ / (r₁ r₂) − u v₁ / r₁²   (and alike for v₂)
+        """
+        c = self.config
+        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
+        r = torch.linalg.vector_norm(vectors, dim=-1)
+        bonds, angles = self.topology(state, i, j, r)
+        s, ds = _switch_and_derivative(r, c.switch_on, c.cutoff)
+        energy = torch.zeros(state.n_structures, dtype=vectors.dtype, device=vectors.device)
+        parts = []
+        for coefficients, bond, chosen in zip(self.bond_coefficients, c.bonds, bonds):
+            v, rb, sb = vectors.index_select(0, chosen), r.index_select(0, chosen), s.index_select(0, chosen)
+            p, dp = _polynomial(rb - float(bond["r0"]), coefficients.to(vectors.dtype))
+            ci = i.index_select(0, chosen)
+            energy = energy.index_add(0, state.batch.index_select(0, ci), sb * p)
+            dr = ds.index_select(0, chosen) * p + sb * dp
+            parts.append((ci, j.index_select(0, chosen), v, (dr / rb)[:, None] * v))
+        for coefficients, angle, (e1, e2) in zip(self.angle_coefficients, c.angles, angles):
+            coefficients = coefficients.to(vectors.dtype)
+            v1, v2 = vectors.index_select(0, e1), vectors.index_select(0, e2)
+            r1, r2 = r.index_select(0, e1), r.index_select(0, e2)
+            s1, s2, ds1, ds2 = s.index_select(0, e1), s.index_select(0, e2), ds.index_select(0, e1), ds.index_select(0, e2)
+            u = (v1 * v2).sum(-1) / (r1 * r2)
+            du, d1, d2 = u - float(angle["u0"]), r1 - float(angle["r0"]), r2 - float(angle["r0"])
+            a_ru, a_rr = coefficients[-2], coefficients[-1]
+            p, dp = _polynomial(du, coefficients[:-2])
+            q = p + a_ru * (d1 + d2) * du + a_rr * d1 * d2
+            dq_du = dp + a_ru * (d1 + d2)
+            i1 = i.index_select(0, e1)
+            energy = energy.index_add(0, state.batch.index_select(0, i1), s1 * s2 * q)
+            along_1 = (ds1 * s2 * q + s1 * s2 * (a_ru * du + a_rr * d2)) / r1 - s1 * s2 * dq_du * u / (r1 * r1)
+            along_2 = (s1 * ds2 * q + s1 * s2 * (a_ru * du + a_rr * d1)) / r2 - s1 * s2 * dq_du * u / (r2 * r2)
+            across = (s1 * s2 * dq_du / (r1 * r2))[:, None]
+            parts.append((i1, j.index_select(0, e1), v1, along_1[:, None] * v1 + across * v2))
+            parts.append((i.index_select(0, e2), j.index_select(0, e2), v2, along_2[:, None] * v2 + across * v1))
+        return energy, parts
 
     @staticmethod
     def _per_structure(state, centre, values):
@@ -162,6 +214,21 @@ class BondedTerms(EnergyModel):
             return values.sum(0, keepdim=True)
         total = torch.zeros(state.n_structures, values.shape[-1], dtype=values.dtype, device=values.device)
         return total.index_add(0, state.batch.index_select(0, centre), values)
+
+
+def _switch_and_derivative(r: torch.Tensor, on: float, off: float):
+    """s(r) (as `switch`) and ds/dr = −30 x²(1 − x)² / (off − on)."""
+    x = ((r - on) / (off - on)).clamp(0.0, 1.0)
+    x2 = x * x
+    return 1.0 - x2 * x * (10.0 - 15.0 * x + 6.0 * x2), (-30.0 / (off - on)) * x2 * (1.0 - x) ** 2
+
+
+def _polynomial(x: torch.Tensor, coefficients: torch.Tensor):
+    """Σ_k c_k x^k (k = 1..K) and its derivative."""
+    powers = _powers(x, len(coefficients))
+    k = torch.arange(1, len(coefficients) + 1, dtype=x.dtype, device=x.device)
+    lower = torch.cat([torch.ones_like(x)[:, None], powers[:, :-1]], dim=1)
+    return powers @ coefficients, lower @ (k * coefficients)
 
 
 def _powers(x: torch.Tensor, degree: int) -> torch.Tensor:

@@ -14,9 +14,10 @@ so that ∂ε_i/∂v_e = (g_i · (x_{s_j} ⊙ R'(r))) v_e / r for the edges of a
 g_i = ∂ε_i/∂m_i comes from the per-atom chain (readout, gate, L₂), and R'(r) is carried
 forward alongside R (∂_r(uB), then through each layer: z' = z'_prev W, φ'(z) ⊙ z').
 
-`atomic_outputs` is used by `EquivariantPotential` when no parameter requires grad (a
-driver's model); the matrices are read from its modules once and kept while the weights do not
-change. A backward with `create_graph` (second derivatives: the Laplacian of the configurational
+`EquivariantPotential` uses it when no parameter requires grad (a driver's model): `evaluate`
+takes the energy and ∂E/∂v from `energies_and_gradient` (`edge_gradient`, no autograd at
+all), and an energy differentiated by autograd goes through `atomic_outputs`. The matrices are
+read from its modules once and kept while the weights do not change. A backward with `create_graph` (second derivatives: the Laplacian of the configurational
 temperature, force training against a frozen partner) differentiates the autograd path
 instead, so it is never silently first-order only.
 """
@@ -92,7 +93,7 @@ def _radial(model, m, r, need_derivative: bool):
     return z, dz
 
 
-def _energies_and_gradient(model, m, vectors, centre, neighbour, index, need_gradient: bool):
+def energies_and_gradient(model, m, vectors, centre, neighbour, index, need_gradient: bool):
     """ε (n_atoms,) and, if asked, q (n_edges,) with ∂ε_centre(e)/∂v_e = q_e v_e."""
     r = torch.linalg.vector_norm(vectors, dim=-1)
     w, dw = _radial(model, m, r, need_gradient)
@@ -115,7 +116,7 @@ def _energies_and_gradient(model, m, vectors, centre, neighbour, index, need_gra
 class _ClosedForm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vectors, model, m, centre, neighbour, index):
-        energies, q = _energies_and_gradient(model, m, vectors, centre, neighbour, index, ctx.needs_input_grad[0])
+        energies, q = energies_and_gradient(model, m, vectors, centre, neighbour, index, ctx.needs_input_grad[0])
         ctx.save_for_backward(vectors, q, centre, neighbour, index)
         ctx.model = model
         return energies
@@ -136,4 +137,4 @@ def atomic_outputs(model, m, vectors, centre, neighbour, index):
     return _ClosedForm.apply(vectors, model, m, centre, neighbour, index)
 
 
-__all__ = ["applies", "atomic_outputs", "matrices"]
+__all__ = ["applies", "atomic_outputs", "energies_and_gradient", "matrices"]

@@ -372,20 +372,41 @@ class EquivariantPotential(EnergyModel):
         """(n_atoms,) float64 eV, reference energies included. `edges` (i, j, vectors) may
         be given (a full list at least as long as this model's cutoff: longer ones are
         dropped), e.g. shared between the two models of a pair."""
-        centre, neighbour, vectors = self.edges(state) if edges is None else edges
+        centre, neighbour, vectors = self._within_cutoff(state, edges)
         vectors = vectors.to(self.dtype)
-        inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < self.cutoff
-        if edges is not None and not bool(inside.all()):  # a longer list: drop the rest
-            keep = inside.nonzero().squeeze(-1)
-            centre, neighbour = centre.index_select(0, keep), neighbour.index_select(0, keep)
-            vectors = vectors.index_select(0, keep)
         index = self._species_index(state.numbers)
         constants = self._closed_form_constants()
         if constants is None:
             out = self.generic_outputs(vectors, centre, neighbour, index)
         else:
             out = closed_form.atomic_outputs(self, constants, vectors, centre, neighbour, index)
+        return self._atomic(out, index)
+
+    def _within_cutoff(self, state: State, edges=None):
+        """(centre, neighbour, vectors) of `edges` (default: this model's) within the cutoff."""
+        centre, neighbour, vectors = self.edges(state) if edges is None else edges
+        inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < self.cutoff
+        if edges is not None and not bool(inside.all()):  # a longer list: drop the rest
+            keep = inside.nonzero().squeeze(-1)
+            centre, neighbour = centre.index_select(0, keep), neighbour.index_select(0, keep)
+            vectors = vectors.index_select(0, keep)
+        return centre, neighbour, vectors
+
+    def _atomic(self, out, index) -> torch.Tensor:
+        """Network outputs ε_i -> atomic energies (float64 eV), reference energies included."""
         return out.double() * self.per_atom_scale + self.per_atom_shift + self.reference_energies[index]
+
+    def edge_gradient(self, state: State, edges=None):
+        """Energy and ∂E/∂v per edge from the closed form, where it applies (`energy`'s numbers)."""
+        constants = self._closed_form_constants()
+        if constants is None:
+            return None
+        centre, neighbour, vectors = self._within_cutoff(state, edges)
+        index = self._species_index(state.numbers)
+        own = vectors.to(self.dtype)
+        out, q = closed_form.energies_and_gradient(self, constants, own, centre, neighbour, index, True)
+        grad = (q * self.per_atom_scale.to(q.dtype))[:, None] * own
+        return self._total(state, self._atomic(out, index)), [(centre, neighbour, vectors, grad)]
 
     def generic_outputs(self, vectors, centre, neighbour, index) -> torch.Tensor:
         """ε_i (n_atoms,) of the network (before scale, shift and reference energies), in the
@@ -421,7 +442,10 @@ class EquivariantPotential(EnergyModel):
         return self._closed_form[1]
 
     def energy(self, state: State, edges=None) -> torch.Tensor:
-        atomic = self.atomic_energies(state, edges)
+        return self._total(state, self.atomic_energies(state, edges))
+
+    @staticmethod
+    def _total(state: State, atomic) -> torch.Tensor:
         total = torch.zeros(state.n_structures, dtype=torch.float64, device=atomic.device)
         return total.index_add(0, state.batch, atomic).to(state.positions.dtype)
 

@@ -50,6 +50,26 @@ def test_forces_and_virial_match_finite_differences():
     testing.assert_virial_matches_finite_strain(terms, state, atol=1e-7)
 
 
+def test_edge_gradient_is_autograds():
+    """Energy, forces and virial of the closed-form gradient (`edge_gradient`, what `evaluate`
+    takes) against autograd through the features, in a batch of two structures with bonds
+    inside the switch (1.25–1.4 Å)."""
+    terms = water_terms(seed=2)
+    stretched = []
+    for seed, length in ((4, 1.31), (8, 1.37)):
+        state = testing.water_box(2, jitter=0.08, seed=seed, tilt=[[0, 0, 0], [0.2, 0, 0], [0.1, -0.15, 0]])
+        oh = state.positions[1] - state.positions[0]
+        state.positions[1] = state.positions[0] + oh * (length / float(oh.norm()))
+        stretched.append(state)
+    for state in (*stretched, testing.concatenate(stretched)):
+        assert terms.edge_gradient(state) is not None
+        closed, through = evaluate(terms, state), evaluate(terms, state, create_graph=True)
+        torch.testing.assert_close(closed.energy, through.energy.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(closed.forces, through.forces.detach(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(closed.virial, through.virial.detach(), rtol=1e-10, atol=1e-10)
+        assert float(closed.forces.abs().max()) > 1.0
+
+
 def test_batch_matches_each_structure_alone():
     """Beads and batches: the per-structure sums (index_add) against one structure's (sum)."""
     terms = water_terms(seed=5)

@@ -1,14 +1,18 @@
-"""The closed form of a frozen one-layer model against e3nn's modules and autograd."""
+"""The closed form of a frozen one-layer model (and with bonded terms, a resplit pair's fast
+component) against e3nn's modules and autograd."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 from ipi_mts import testing
 from ipi_mts.potentials import closed_form, evaluate, forces_and_laplacian
+from ipi_mts.potentials.bonded import BondedConfig, BondedTerms
 
 from ipi_mts.potentials.equivariant import EquivariantConfig, EquivariantPotential
+from ipi_mts.potentials.pair import Shifted
 
 FAST = dict(cutoff=2.0, num_features=8, lmax=1, num_layers=1, num_basis=6, radial_hidden=16)
 
@@ -55,6 +59,28 @@ def test_frozen_one_layer_model_matches_autograd(radial_layers):
         torch.testing.assert_close(closed.forces, reference.forces, rtol=1e-11, atol=1e-12)
         torch.testing.assert_close(closed.virial, reference.virial, rtol=1e-11, atol=1e-12)
         assert float(reference.forces.abs().max()) > 1e-2
+        # the energy itself, differentiated by autograd (as the learned maps do): the same forces
+        positions = state.positions.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(frozen.energy(replace(state, positions=positions)).sum(), positions)
+        torch.testing.assert_close(-grad, reference.forces, rtol=1e-11, atol=1e-12)
+
+
+def test_resplit_fast_component_takes_the_edge_gradient():
+    """A frozen one-layer model plus bonded terms (`Shifted`, the fast component of a resplit
+    pair) gives forces and virial without autograd, equal to autograd's, with either sign."""
+    terms = BondedTerms(BondedConfig(species=[1, 8], bonds=[{"species": [8, 1], "r0": 0.96}],
+                                     angles=[{"species": [1, 8, 1], "r0": 0.96, "u0": -0.25}]))
+    terms.set_coefficients(torch.linspace(-2.0, 3.0, terms.n_features, dtype=torch.float64))
+    periodic = box(seed=11, tilt=[[0, 0, 0], [0.1, 0, 0], [0.05, -0.2, 0]])
+    for sign in (1.0, -1.0):
+        shifted = Shifted(frozen_copy(make(seed=10)), terms, sign)
+        for state in (periodic, testing.concatenate([periodic, box(seed=12)])):
+            assert shifted.edge_gradient(state) is not None
+            closed, through = evaluate(shifted, state), evaluate(shifted, state, create_graph=True)
+            torch.testing.assert_close(closed.energy, through.energy.detach(), rtol=1e-13, atol=1e-12)
+            torch.testing.assert_close(closed.forces, through.forces.detach(), rtol=1e-11, atol=1e-11)
+            torch.testing.assert_close(closed.virial, through.virial.detach(), rtol=1e-11, atol=1e-11)
+    assert Shifted(make(seed=10), terms, 1.0).edge_gradient(periodic) is None  # trains: autograd
 
 
 def test_frozen_model_forces_match_finite_differences():
