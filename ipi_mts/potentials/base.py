@@ -56,12 +56,17 @@ class EnergyModel(torch.nn.Module):
         if the model needs to be told."""
         return None
 
+    @property
+    def has_edge_gradient(self) -> bool:
+        """Whether `edge_gradient` applies now: False (the default) where the model has no such
+        closed form, or its gradient must come from autograd (a model that trains)."""
+        return False
+
     def edge_gradient(self, state: State, edges=None):
         """(E per structure, [(i, j, v, ∂E/∂v), ...]): the energy and its gradient with respect to
         the pair vectors v = r_j − r_i of one or more lists of edges (i, j), computed without
-        autograd; or None (the default) where the model has no such closed form or the
-        gradient must come from autograd (a model that trains). `edges` as for `energy`."""
-        return None
+        autograd, where `has_edge_gradient`. `edges` as for `energy`."""
+        raise NotImplementedError
 
     def forward(self, state: State) -> torch.Tensor:
         return self.energy(state)
@@ -76,12 +81,10 @@ class Evaluation:
 
 def evaluate(model: EnergyModel, state: State, create_graph: bool = False) -> Evaluation:
     """Energy, forces = -∂E/∂r and virial = -∂E/∂ε of every structure in `state`: from the
-    model's `edge_gradient` where it gives one (and no graph is asked for), else by autograd."""
-    if not create_graph:
+    model's `edge_gradient` where it has one (and no graph is asked for), else by autograd."""
+    if not create_graph and model.has_edge_gradient:
         with torch.no_grad():
-            found = model.edge_gradient(state)
-        if found is not None:
-            return _from_edge_gradient(state, *found)
+            return _from_edge_gradient(state, *model.edge_gradient(state))
     with torch.enable_grad():
         strain = torch.zeros_like(state.cell, requires_grad=True)
         positions = state.positions.detach().requires_grad_(True)

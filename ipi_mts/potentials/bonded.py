@@ -167,6 +167,8 @@ class BondedTerms(EnergyModel):
             return torch.zeros(state.n_structures, 0, dtype=state.positions.dtype, device=r.device)
         return torch.cat(out, dim=-1)
 
+    has_edge_gradient = True
+
     def edge_gradient(self, state: State, edges=None):
         """E per structure and ∂E/∂v of the edges of every term, in closed form:
 

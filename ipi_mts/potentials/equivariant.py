@@ -396,11 +396,13 @@ class EquivariantPotential(EnergyModel):
         """Network outputs ε_i -> atomic energies (float64 eV), reference energies included."""
         return out.double() * self.per_atom_scale + self.per_atom_shift + self.reference_energies[index]
 
+    @property
+    def has_edge_gradient(self) -> bool:
+        return self._closed_form_constants() is not None
+
     def edge_gradient(self, state: State, edges=None):
-        """Energy and ∂E/∂v per edge from the closed form, where it applies (`energy`'s numbers)."""
+        """Energy and ∂E/∂v per edge from the closed form (`energy`'s numbers)."""
         constants = self._closed_form_constants()
-        if constants is None:
-            return None
         centre, neighbour, vectors = self._within_cutoff(state, edges)
         index = self._species_index(state.numbers)
         own = vectors.to(self.dtype)

@@ -91,15 +91,15 @@ class Shifted(EnergyModel):
             edges = state_pairs(state, self.cutoff, full_list=True)
         return self.base.energy(state, edges=edges) + self.sign * self.transfer.energy(state, edges=edges)
 
+    @property
+    def has_edge_gradient(self) -> bool:
+        return self.base.has_edge_gradient and self.transfer.has_edge_gradient
+
     def edge_gradient(self, state: State, edges=None):
         if edges is None:
             edges = state_pairs(state, self.cutoff, full_list=True)
-        base = self.base.edge_gradient(state, edges)
-        transfer = None if base is None else self.transfer.edge_gradient(state, edges)
-        if transfer is None:
-            return None
-        parts = base[1] + [(i, j, v, self.sign * grad) for i, j, v, grad in transfer[1]]
-        return base[0] + self.sign * transfer[0], parts
+        (base, base_parts), (transfer, parts) = (m.edge_gradient(state, edges) for m in (self.base, self.transfer))
+        return base + self.sign * transfer, base_parts + [(i, j, v, self.sign * g) for i, j, v, g in parts]
 
 
 __all__ = ["COMPONENTS", "LearnedPair", "Shifted"]
