@@ -1,21 +1,21 @@
 """Energy models and the one wrapper that derives forces and virial from them.
 
 Every potential is an `EnergyModel`: it maps a `State` to one energy per structure (eV).
-`evaluate` derives, by autograd and for every model alike,
+`evaluate` derives, for every model alike,
 
     F_i = -dE/dr_i                                (eV/Å)
     W   = -dE/dε  at ε = 0,  r -> r (1 + ε)ᵀ, cell -> cell (1 + ε)ᵀ   (eV)
 
 so W_ab = Σ_i F_ia r_ib for a pair potential: i-PI's virial (an energy, not divided by the
-volume, Σ f ⊗ r). A model whose energy depends on the positions only through pair vectors
-v_e = r_j − r_i (+ the cell's shift) may give, without autograd, ∂E/∂v_e per edge
-(`EnergyModel.edge_gradient`, where it has that in closed form); then
+volume, Σ f ⊗ r). By autograd, unless the model gives ∂E/∂v_e per pair vector v_e = r_j −
+r_i (+ the cell's shift) in closed form (`EnergyModel.edge_gradient`; its energy then depends
+on the positions through those vectors only). Then, with no autograd graph, which costs more
+than the force itself for a small, cheap model:
 
     F_i = Σ_{e: i(e)=i} ∂E/∂v_e − Σ_{e: j(e)=i} ∂E/∂v_e,    W = −Σ_e ∂E/∂v_e ⊗ v_e
 
-(v → v (1 + ε)ᵀ under the strain), the same numbers without an autograd graph, which costs
-more than the force itself for a small, cheap model. `forces_and_laplacian` adds each atom's Laplacian Δ_i E = Σ_a ∂²E/∂r_ia²
-(for the configurational temperature).
+(v → v (1 + ε)ᵀ under the strain). `forces_and_laplacian` adds each atom's Laplacian
+Δ_i E = Σ_a ∂²E/∂r_ia² (for the configurational temperature).
 """
 
 from __future__ import annotations
