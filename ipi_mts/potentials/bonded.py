@@ -121,23 +121,25 @@ class BondedTerms(EnergyModel):
     def energy(self, state: State, edges=None) -> torch.Tensor:
         return self.features(state, edges) @ self.coefficients().to(state.positions.dtype)
 
-    def topology(self, state: State, i, j, r):
-        """Indices into the edges (i ← j, lengths r) of the terms: per bond type its edges, per
-        angle type the edges of its two arms (e1, e2), all within the cutoff."""
-        c = self.config
-        bonded = (r.detach() < c.cutoff).nonzero().squeeze(-1)
-        bi, bj = i.index_select(0, bonded), j.index_select(0, bonded)
-        zi, zj = state.numbers.index_select(0, bi), state.numbers.index_select(0, bj)
+    def bonded_edges(self, state: State, edges=None):
+        """The edges (centre i ← neighbour j) within the cutoff: i, j, vectors, lengths r."""
+        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
+        r = torch.linalg.vector_norm(vectors, dim=-1)
+        inside = (r.detach() < self.config.cutoff).nonzero().squeeze(-1)
+        return i.index_select(0, inside), j.index_select(0, inside), vectors.index_select(0, inside), r.index_select(0, inside)
+
+    def topology(self, numbers, i, j):
+        """Indices into the bonded edges (centres i ← neighbours j) of the terms: per bond type
+        its edges, per angle type the edges of its two arms (e1, e2)."""
+        zi, zj = numbers.index_select(0, i), numbers.index_select(0, j)
         bonds, angles = [], []
-        for bond in c.bonds:
+        for bond in self.config.bonds:
             a, b = (int(x) for x in bond["species"])
-            mask = (zi == a) & (zj == b) & ((bi < bj) if a == b else True)
-            bonds.append(bonded.index_select(0, mask.nonzero().squeeze(-1)))
-        for angle in c.angles:
+            bonds.append(((zi == a) & (zj == b) & ((i < j) if a == b else True)).nonzero().squeeze(-1))
+        for angle in self.config.angles:
             arm, centre = int(angle["species"][0]), int(angle["species"][1])
             arms = ((zi == centre) & (zj == arm)).nonzero().squeeze(-1)
-            e1, e2 = _pairs_sharing_centre(bi.index_select(0, arms), arms)
-            angles.append((bonded.index_select(0, e1), bonded.index_select(0, e2)))
+            angles.append(_pairs_sharing_centre(i.index_select(0, arms), arms))
         return bonds, angles
 
     def features(self, state: State, edges=None) -> torch.Tensor:
@@ -146,9 +148,8 @@ class BondedTerms(EnergyModel):
         powers by `cumprod`: a force call is a few dozen small operations, whose count sets
         its cost.)"""
         c = self.config
-        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
-        r = torch.linalg.vector_norm(vectors, dim=-1)
-        bonds, angles = self.topology(state, i, j, r)
+        i, j, vectors, r = self.bonded_edges(state, edges)
+        bonds, angles = self.topology(state.numbers, i, j)
         s = switch(r, c.switch_on, c.cutoff)
         out = []
         for bond, chosen in zip(c.bonds, bonds):
@@ -170,45 +171,44 @@ class BondedTerms(EnergyModel):
     has_edge_gradient = True
 
     def edge_gradient(self, state: State, edges=None):
-        """E per structure and ∂E/∂v of the edges of every term, in closed form:
+        """E per structure and ∂E/∂v of the bonded edges, in closed form:
 
             bond:   ∂/∂v [s P(d)]        = (s' P + s P') v / r
             angle:  ∂/∂v₁ [s₁ s₂ Q]      = (s₁' s₂ Q + s₁ s₂ ∂Q/∂δ₁) v₁ / r₁ + s₁ s₂ ∂Q/∂u ∂u/∂v₁,
                     ∂u/∂v₁ = v₂ / (r₁ r₂) − u v₁ / r₁²   (and alike for v₂)
+
+        gathered per edge as a v + b: a the radial parts, b the cross terms of the angles.
         """
         c = self.config
-        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
-        r = torch.linalg.vector_norm(vectors, dim=-1)
-        bonds, angles = self.topology(state, i, j, r)
+        i, j, vectors, r = self.bonded_edges(state, edges)
+        bonds, angles = self.topology(state.numbers, i, j)
         s, ds = _switch_and_derivative(r, c.switch_on, c.cutoff)
-        energy = torch.zeros(state.n_structures, dtype=vectors.dtype, device=vectors.device)
-        parts = []
+        energies, radial, across = torch.zeros_like(r), torch.zeros_like(r), torch.zeros_like(vectors)
         for coefficients, bond, chosen in zip(self.bond_coefficients, c.bonds, bonds):
-            v, rb, sb = vectors.index_select(0, chosen), r.index_select(0, chosen), s.index_select(0, chosen)
-            p, dp = _polynomial(rb - float(bond["r0"]), coefficients.to(vectors.dtype))
-            ci = i.index_select(0, chosen)
-            energy = energy.index_add(0, state.batch.index_select(0, ci), sb * p)
-            dr = ds.index_select(0, chosen) * p + sb * dp
-            parts.append((ci, j.index_select(0, chosen), v, (dr / rb)[:, None] * v))
+            rb, sb = r.index_select(0, chosen), s.index_select(0, chosen)
+            p, dp = _polynomial(rb - float(bond["r0"]), coefficients.to(r.dtype))
+            energies = energies.index_add(0, chosen, sb * p)
+            radial = radial.index_add(0, chosen, (ds.index_select(0, chosen) * p + sb * dp) / rb)
         for coefficients, angle, (e1, e2) in zip(self.angle_coefficients, c.angles, angles):
-            coefficients = coefficients.to(vectors.dtype)
+            coefficients = coefficients.to(r.dtype)
+            a_ru, a_rr = coefficients[-2], coefficients[-1]
             v1, v2 = vectors.index_select(0, e1), vectors.index_select(0, e2)
             r1, r2 = r.index_select(0, e1), r.index_select(0, e2)
-            s1, s2, ds1, ds2 = s.index_select(0, e1), s.index_select(0, e2), ds.index_select(0, e1), ds.index_select(0, e2)
+            s1, s2 = s.index_select(0, e1), s.index_select(0, e2)
             u = (v1 * v2).sum(-1) / (r1 * r2)
             du, d1, d2 = u - float(angle["u0"]), r1 - float(angle["r0"]), r2 - float(angle["r0"])
-            a_ru, a_rr = coefficients[-2], coefficients[-1]
             p, dp = _polynomial(du, coefficients[:-2])
-            q = p + a_ru * (d1 + d2) * du + a_rr * d1 * d2
-            dq_du = dp + a_ru * (d1 + d2)
-            i1 = i.index_select(0, e1)
-            energy = energy.index_add(0, state.batch.index_select(0, i1), s1 * s2 * q)
-            along_1 = (ds1 * s2 * q + s1 * s2 * (a_ru * du + a_rr * d2)) / r1 - s1 * s2 * dq_du * u / (r1 * r1)
-            along_2 = (s1 * ds2 * q + s1 * s2 * (a_ru * du + a_rr * d1)) / r2 - s1 * s2 * dq_du * u / (r2 * r2)
-            across = (s1 * s2 * dq_du / (r1 * r2))[:, None]
-            parts.append((i1, j.index_select(0, e1), v1, along_1[:, None] * v1 + across * v2))
-            parts.append((i.index_select(0, e2), j.index_select(0, e2), v2, along_2[:, None] * v2 + across * v1))
-        return energy, parts
+            w, ru = s1 * s2, a_ru * du
+            q = p + ru * (d1 + d2) + a_rr * d1 * d2
+            wq_u = w * (dp + a_ru * (d1 + d2))  # s₁ s₂ ∂Q/∂u
+            energies = energies.index_add(0, e1, w * q)
+            radial = radial.index_add(0, e1, (ds.index_select(0, e1) * s2 * q + w * (ru + a_rr * d2) - wq_u * u / r1) / r1)
+            radial = radial.index_add(0, e2, (s1 * ds.index_select(0, e2) * q + w * (ru + a_rr * d1) - wq_u * u / r2) / r2)
+            cross = (wq_u / (r1 * r2))[:, None]
+            across = across.index_add(0, e1, cross * v2).index_add(0, e2, cross * v1)
+        energy = torch.zeros(state.n_structures, dtype=r.dtype, device=r.device)
+        energy = energy.index_add(0, state.batch.index_select(0, i), energies)
+        return energy, [(i, j, vectors, radial[:, None] * vectors + across)]
 
     @staticmethod
     def _per_structure(state, centre, values):
