@@ -22,12 +22,12 @@ class PairCache:
     """Pairs found within cutoff + `skin` (Å), reused while they still hold every pair within
     the cutoff: the same atoms, pbc and cell (exactly), and no atom moved by skin/2 or more
     since the search (|r_ij| ≤ |r_ij⁰| + |Δr_i| + |Δr_j|, the Verlet-list criterion). Per
-    (cutoff, full_list) it keeps the last `keep` searches (fewer where they would hold more
-    than `max_pairs` pairs, 40 bytes each), so that the beads of a ring polymer, which i-PI
-    sends one after another, each find their own. It tries the entry used last first (the same
-    structure again: classical MD), then from the least recently used on (the next bead of a
-    cycle), so that a hit costs one or two checks however many entries are kept; `searches`,
-    `calls` and `checks` count what it did.
+    (cutoff, full_list) it keeps the searches used in its last `keep` calls (fewer where they
+    would hold more than `max_pairs` pairs, 40 bytes each), so that the beads of a ring
+    polymer, which i-PI sends one after another, each find their own, and a search that has
+    gone stale leaves. It tries the entry used last first (the same structure again:
+    classical MD), then from the least recently used on (the next bead of a cycle), so that a
+    hit costs one or two checks; `searches`, `calls` and `checks` count what it did.
     With 0.5 Å, the fast model of water-216 on a 0.5 fs step searched once every 9 calls
     (0.3 Å: every 5.6).
     """
@@ -37,27 +37,31 @@ class PairCache:
             raise ValueError(f"pair cache skin {skin} is not a positive length")
         self.skin, self.keep, self.max_pairs = float(skin), int(keep), int(max_pairs)
         self.searches = self.calls = self.checks = 0
-        self._entries = {}
+        self._entries, self._calls = {}, {}  # per (cutoff, full_list): [positions, cell, pbc, batch, found, last call]
 
     def pairs(self, positions, cell, pbc, batch, cutoff, full_list):
         """i, j, integer shifts S and the pairs' bounds per structure, possibly a superset."""
         self.calls += 1
-        entries = self._entries.setdefault((float(cutoff), bool(full_list)), [])
+        key = (float(cutoff), bool(full_list))
+        call = self._calls[key] = self._calls.get(key, 0) + 1
+        entries = self._entries[key] = [e for e in self._entries.get(key, []) if e[-1] >= call - self.keep]
         for k in range(-1, len(entries) - 1):  # the last used, then the least recently used on
             self.checks += 1
             if self._still_valid(entries[k], positions, cell, pbc, batch):
-                entries.append(entries.pop(k))
-                return entries[-1][-1]
+                entry = entries.pop(k)
+                entry[-1] = call
+                entries.append(entry)
+                return entry[-2]
         found = _search(positions, cell, pbc, batch, cutoff + self.skin, full_list)
-        entries.append((positions.detach().clone(), cell.detach().clone(), pbc, batch, found))
+        entries.append([positions.detach().clone(), cell.detach().clone(), pbc, batch, found, call])
         while len(entries) > 1 and (len(entries) > self.keep
-                                    or sum(len(entry[-1][0]) for entry in entries) > self.max_pairs):
+                                    or sum(len(entry[-2][0]) for entry in entries) > self.max_pairs):
             entries.pop(0)
         self.searches += 1
         return found
 
     def _still_valid(self, entry, positions, cell, pbc, batch) -> bool:
-        old_positions, old_cell, old_pbc, old_batch, _ = entry
+        old_positions, old_cell, old_pbc, old_batch = entry[:4]
         if old_positions.shape != positions.shape or old_cell.shape != cell.shape:
             return False
         same = torch.equal(old_pbc, pbc) and torch.equal(old_batch, batch)

@@ -82,6 +82,17 @@ def test_a_hit_costs_one_check_however_many_searches_are_kept():
     assert (cache.searches, cache.checks - checks) == (10, 5)
 
 
+def test_a_stale_search_leaves_once_unused_for_keep_calls():
+    """Classical MD: a search, hits on it, the next search... A new search checks only the
+    searches used in the last `keep` calls, not every one kept before."""
+    state, cache = testing.water_box(2, tilt=TILT, jitter=0.1), PairCache(skin=0.4, keep=4)
+    for search in range(5):
+        for hit in range(5):  # a search (every atom 0.43 Å from the last), then four hits on it
+            found(replace(state, positions=state.positions + 0.25 * search + 0.01 * hit), CUTOFF, cache)
+    assert cache.searches == 5
+    assert cache.checks == 4 + 4 * (1 + 4)  # each later search checks only the one before
+
+
 def test_model_through_the_cache_gives_the_same_energy_forces_and_virial():
     config = EquivariantConfig(species=(1, 8), cutoff=3.0, num_features=4, lmax=1, num_layers=2,
                                num_basis=4, radial_hidden=8, dtype="float64")
