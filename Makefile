@@ -52,8 +52,8 @@ resplit: $(STAMP)
 # the shipped learned maps, from scratch: reference trajectories (EMT aluminium ~8 min, q-TIP4P/F
 # water ~14 min on one core), then `ipi-mts train-map` for each (≤ 1 h each on 2 cores; the
 # configs' headers give the measured times), then the map files into the package (water-map-4fs
-# trains with `ipi-mts train-map inputs/training/water-map-4fs.yaml` but is not shipped: its
-# implicit equations cannot be solved, docs/learned-maps.md)
+# trains with `ipi-mts train-map inputs/training/water-map-4fs.yaml` and its implicit equations
+# solve, but it is not shipped: it heats the hydrogens in MD, docs/learned-maps.md)
 maps: $(STAMP)
 	test -f runs/map-data/al-108-traj.extxyz || $(IPI_MTS) data trajectories --model ase:EMT \
 	    --structure inputs/aluminium/init.xyz --temperatures 300,600,900 --dt-fs 1 --save-every 2 \
