@@ -10,6 +10,13 @@ the largest force difference between the paths (float32 round-off is expected).
 
     OMP_NUM_THREADS=1 python benchmarks/closed_form.py --pair water-pair-resplit \\
         --structure inputs/water-64/init.xyz --rounds 8 --calls 200
+
+With `--trajectory FILE` the calls take the first `--calls` frames of an MD trajectory in order
+instead (e.g. runs/map-data/water-64-traj.extxyz, frames 1 fs apart, made by `make maps`), so
+that the pair cache searches as it does in MD. A second table counts, for the first path, the
+tensor operations dispatched per call (`TorchDispatchMode`) and the pair cache's searches and
+validity checks over those calls, each evaluator fresh; run it with `PYTHONPATH=` a worktree of
+another commit to compare packages.
 """
 
 import argparse
@@ -19,6 +26,7 @@ import time
 import ase.io
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ipi_mts import units
 from ipi_mts.potentials import closed_form, load_potential
@@ -32,20 +40,22 @@ def main():
     parser.add_argument("--structure", default="inputs/water-64/init.xyz")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--trajectory", help="extxyz trajectory whose frames, in order, the calls take")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     atoms = ase.io.read(args.structure)
     numbers = numbers_from_symbols(atoms.get_chemical_symbols())
     cell = units.cell_to_wire(np.array(atoms.cell))[None]
-    rng = np.random.default_rng(0)
-    start = units.positions_to_wire(atoms.positions)
-    frames = [start + rng.normal(0.0, 0.01, start.shape) for _ in range(args.calls)]
+    if args.trajectory:
+        frames = [units.positions_to_wire(a.positions) for a in ase.io.read(args.trajectory, index=f":{args.calls}")]
+    else:
+        rng = np.random.default_rng(0)
+        start = units.positions_to_wire(atoms.positions)
+        frames = [start + rng.normal(0.0, 0.01, start.shape) for _ in range(args.calls)]
     pair = load_potential(args.pair, "full")
-    evaluators = {
-        "fast component": WireEvaluator(pair.component("fast"), numbers),
-        "one-layer model": WireEvaluator(pair.fast, numbers),
-    }
+    models = {"fast component": pair.component("fast"), "one-layer model": pair.fast}
+    evaluators = {what: WireEvaluator(model, numbers) for what, model in models.items()}
     applies = closed_form.applies
     paths = {"closed form": applies, "e3nn + autograd": lambda model: False}
 
@@ -69,6 +79,27 @@ def main():
             median = statistics.median(times[path])
             print(f"| {what} | {path} | {median:.2f} | {reference / median:.2f} | "
                   f"{difference:.1e} |", flush=True)
+
+    print(f"\n| {args.pair}, closed form, {len(frames)} calls | tensor operations per call | pair searches | "
+          "pair cache checks per call |\n|---|---|---|---|")
+    for what, model in models.items():
+        evaluator, count = WireEvaluator(model, numbers), _Count()
+        with count:
+            for frame in frames:
+                evaluator(cell, frame[None])
+        pairs = evaluator.pairs
+        print(f"| {what} | {count.operations / len(frames):.1f} | {pairs.searches} | "
+              f"{pairs.checks / pairs.calls:.2f} |", flush=True)
+
+
+class _Count(TorchDispatchMode):
+    """Counts the tensor operations dispatched while it is active."""
+
+    operations = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.operations += 1
+        return func(*args, **(kwargs or {}))
 
 
 if __name__ == "__main__":

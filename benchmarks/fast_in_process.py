@@ -46,7 +46,8 @@ def md_table(args, models):
     for repeat in range(args.repeats):
         for code, method, fast in cases:
             xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
-                                          thermostat=args.thermostat, beads=args.beads)
+                                          thermostat=args.thermostat, beads=args.beads,
+                                          safe_stride=args.safe_stride)
             label = f"-{Path(code).name}" if code else ""
             workdir = root / f"{run_folder(method)}-{fast}{label}-{repeat}"
             env = dict(os.environ, PYTHONPATH=code) if code else None
@@ -95,6 +96,8 @@ def main():
                         help="outer steps in fs, comma-separated; STEP:inner for mode='mts' with the thermostat inside, "
                              "STEP:isokinetic for SIN(R), STEP/INNER for an inner step other than 0.5 fs")
     parser.add_argument("--thermostat", default="svr", choices=["svr", "pile_l"])
+    parser.add_argument("--safe-stride", type=int, default=1,
+                        help="i-PI's soft-exit checkpoint every N steps (its default: 1, every step)")
     parser.add_argument("--fast", default="socket,in-process",
                         help="where the pair's fast force runs, comma-separated: socket, in-process")
     parser.add_argument("--ps", type=float, default=0.2, help="NVT length per run, ps")

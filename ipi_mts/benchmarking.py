@@ -36,7 +36,7 @@ from .analysis import rdf_difference
 from .errors import UserError
 
 TEMPLATE = """<!-- structure sha256 {structure_sha}{weights_sha} (a reused run must have started from the same atoms with the same weights) -->
-<simulation verbosity='quiet'>
+<simulation verbosity='quiet' safe_stride='{safe_stride}'>
   <output prefix='run'>
     <properties stride='{pstride}' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, {temps}potential{{electronvolt}} ] </properties>
     <trajectory filename='pos' stride='{tstride}' format='xyz' cell_units='angstrom'> positions{{angstrom}} </trajectory>
@@ -197,13 +197,14 @@ def highpass_gle_xml(gamma_low_fs: float, gamma_high_fs: float = 0.1, cutoff_cm:
 
 def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, seed=7,
                inner_fs=0.5, frame_fs=10.0, thermostat="svr", tau_fs=None, fast="in-process",
-               beads=1):
+               beads=1, safe_stride=1):
     """The i-PI input of one method (see `parse_method`) and its time step (fs); NVT with
     `thermostat` of time constant `tau_fs` (default THERMOSTAT_TAU_FS). The fast force of MTS
     runs `fast`: 'in-process' (`<ffdirect>`: no socket round trip per inner step) or 'socket'.
     With `beads` > 1, path integrals with that many beads, and the per-species centroid-virial
     kinetic energy among the properties; a method's ':rpcK' contracts the slow force of MTS
-    (the forcefield 'slow') to K beads (`<force nbeads=K>`, 1: the centroid)."""
+    (the forcefield 'slow') to K beads (`<force nbeads=K>`, 1: the centroid). i-PI stores its
+    soft-exit checkpoint every `safe_stride` steps (its default, 1: every step)."""
     m = parse_method(method, models, inner_fs)
     slow_beads = m.slow_beads
     if beads < 1 or slow_beads is not None and not 1 <= slow_beads <= beads:
@@ -234,7 +235,7 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
     temps += "".join(f"kinetic_cv{{electronvolt}}({sp}), " for sp in species_of(structure)) if beads > 1 else ""
     return TEMPLATE.format(
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
-        beads=beads,
+        beads=beads, safe_stride=int(safe_stride),
         seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
                               for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
