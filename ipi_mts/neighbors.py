@@ -127,9 +127,19 @@ def neighbor_pairs(
         )
     vectors = positions.index_select(0, j) - positions.index_select(0, i) + cartesian
     if cache is not None:  # drop the skin's pairs
-        keep = (torch.linalg.vector_norm(vectors.detach(), dim=-1) < cutoff).nonzero().squeeze(-1)
-        i, j, vectors = i.index_select(0, keep), j.index_select(0, keep), vectors.index_select(0, keep)
+        return within_cutoff((i, j, vectors), cutoff)
     return i, j, vectors
+
+
+def within_cutoff(edges, cutoff: float):
+    """The edges (i, j, vectors) shorter than `cutoff`: a list made for a longer cutoff, or
+    with a skin, cut to a model's (returned as given if none is longer)."""
+    i, j, vectors = edges
+    inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < cutoff
+    if bool(inside.all()):
+        return i, j, vectors
+    keep = inside.nonzero().squeeze(-1)
+    return i.index_select(0, keep), j.index_select(0, keep), vectors.index_select(0, keep)
 
 
 def state_pairs(state: State, cutoff: float, full_list: bool = False):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..neighbors import state_pairs
+from ..neighbors import state_pairs, within_cutoff
 from ..state import State
 from .base import EnergyModel
 
@@ -123,10 +123,9 @@ class BondedTerms(EnergyModel):
 
     def bonded_edges(self, state: State, edges=None):
         """The edges (centre i ← neighbour j) within the cutoff: i, j, vectors, lengths r."""
-        i, j, vectors = state_pairs(state, self.cutoff, full_list=True) if edges is None else edges
-        r = torch.linalg.vector_norm(vectors, dim=-1)
-        inside = (r.detach() < self.config.cutoff).nonzero().squeeze(-1)
-        return i.index_select(0, inside), j.index_select(0, inside), vectors.index_select(0, inside), r.index_select(0, inside)
+        i, j, vectors = (state_pairs(state, self.cutoff, full_list=True) if edges is None
+                         else within_cutoff(edges, self.cutoff))
+        return i, j, vectors, torch.linalg.vector_norm(vectors, dim=-1)
 
     def topology(self, numbers, i, j):
         """Indices into the bonded edges (centres i ← neighbours j) of the terms: per bond type

@@ -53,7 +53,7 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 
 from ..errors import UserError
-from ..neighbors import state_pairs
+from ..neighbors import state_pairs, within_cutoff
 from ..state import State, symbols
 from . import closed_form
 from .base import EnergyModel
@@ -385,13 +385,7 @@ class EquivariantPotential(EnergyModel):
 
     def _within_cutoff(self, state: State, edges=None):
         """(centre, neighbour, vectors) of `edges` (default: this model's) within the cutoff."""
-        centre, neighbour, vectors = self.edges(state) if edges is None else edges
-        inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < self.cutoff
-        if edges is not None and not bool(inside.all()):  # a longer list: drop the rest
-            keep = inside.nonzero().squeeze(-1)
-            centre, neighbour = centre.index_select(0, keep), neighbour.index_select(0, keep)
-            vectors = vectors.index_select(0, keep)
-        return centre, neighbour, vectors
+        return self.edges(state) if edges is None else within_cutoff(edges, self.cutoff)
 
     def _atomic(self, out, index) -> torch.Tensor:
         """Network outputs ε_i -> atomic energies (float64 eV), reference energies included."""
