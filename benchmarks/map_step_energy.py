@@ -1,0 +1,148 @@
+"""Why a map that is closer to the exact flow can heat more: its energy error per step.
+
+A symplectic map preserves phase-space volume, so random errors in the energy of each step
+make the energy diffuse, and since the number of states grows with the energy, diffusion
+heats (drift ≈ D · d ln Ω/dE, D the per-step variance over the step's time). What sets the
+heating is then not the state error Σ m|δq|² + (τ²/m)|δp|² that the maps are trained on, but
+the energy error δH = H(Φ_τ(x)) − H(x') of a step from a reference state x = (q, p) against
+the reference's own x' one stride later. This script measures both for each method on the
+held-out segments of map data (the maps' split), and the energy change over short rollouts:
+
+    OMP_NUM_THREADS=1 python benchmarks/map_step_energy.py --stride-fs 3 \\
+        --methods midpoint,map:runs/train-map/water-3fs/map.pt --out docs/benchmarks/map-step-energy-3fs
+
+Energies in meV per atom with the reference potential (the maps' anchor); ± standard errors
+over the pairs (their correlation along a segment is not taken out, so they are lower bounds).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ipi_mts import units
+from ipi_mts.data.trajectories import read_trajectories
+from ipi_mts.maps import GeneratingFunction, MidpointMap, System
+from ipi_mts.potentials import load_potential
+from ipi_mts.potentials.model_file import load_map
+from ipi_mts.training.batches import spread
+from ipi_mts.training.maps import make_pairs, split_segments
+
+MEV = 1e3 * units.EV_PER_HARTREE  # Hartree -> meV
+
+
+def energy(system, potential, q, p):
+    """H(q, p) in Hartree."""
+    return float(0.5 * (p * p / system.masses[:, None]).sum() + system.potential_energy(potential, q))
+
+
+def make_map(method, stride_fs, potential):
+    if method == "midpoint":  # S = τH, solved as the maps' configs solve theirs
+        return MidpointMap(GeneratingFunction(potential, stride_fs), newton=True, guess_substeps=6,
+                           fallback_substeps=8)
+    kind, _, name = method.partition(":")
+    if kind != "map":
+        raise SystemExit(f"method {method!r}: give midpoint or map:NAME-OR-FILE")
+    mapping = load_map(name)
+    if abs(mapping.generating.timestep_fs - stride_fs) > 1e-9:
+        raise SystemExit(f"{name}: stride {mapping.generating.timestep_fs} fs, not {stride_fs}")
+    return mapping
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="runs/map-data/water-64-traj.extxyz")
+    parser.add_argument("--reference", default="qtip4pf", help="the potential of the data (and the anchor)")
+    parser.add_argument("--stride-fs", type=float, required=True)
+    parser.add_argument("--methods", default="midpoint")
+    parser.add_argument("--split", default="0.8,0.1,0.1", help="the maps' train/validation/test split; held out: the last two")
+    parser.add_argument("--pairs", type=int, default=48, help="single steps, spread over the held-out pairs")
+    parser.add_argument("--rollouts", type=int, default=6, help="starts of the rollouts")
+    parser.add_argument("--rollout-steps", type=int, default=20)
+    parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    segments = read_trajectories(args.data)
+    _, validation, test = split_segments(segments, [float(x) for x in args.split.split(",")])
+    potential = load_potential(args.reference)
+    pairs = make_pairs(validation + test, args.stride_fs, potential)
+    n_atoms = pairs.q.shape[1]
+    tau = args.stride_fs * units.FEMTOSECOND
+    singles = spread(list(range(len(pairs))), args.pairs)
+    # rollout starts: the first frames of each held-out segment, as many as asked, spread
+    k = int(round(args.stride_fs / segments[0].frame_dt_fs))
+    held = validation + test
+    starts = spread([(s, i) for s in held for i in range(0, s.q.shape[0] - k * args.rollout_steps, 10)], args.rollouts)
+
+    rows = []
+    for method in args.methods.split(","):
+        mapping = make_map(method, args.stride_fs, potential)
+        state_error, midpoint_error, energy_error, step_change, reference_change = [], [], [], [], []
+        for j in tqdm(singles, desc=f"{method}: steps", leave=False):
+            system, q, p = pairs.system[j], pairs.q[j], pairs.p[j]
+            q1, p1, _ = mapping.step_system(q, p, system)
+            m = system.masses[:, None]
+            state_error.append(float((m * (q1 - pairs.q_next[j]) ** 2 + tau**2 / m * (p1 - pairs.p_next[j]) ** 2).sum()))
+            h0, h1 = energy(system, potential, q, p), energy(system, potential, q1, p1)
+            hr = energy(system, potential, pairs.q_next[j], pairs.p_next[j])
+            energy_error.append((h1 - hr) * MEV / n_atoms)
+            step_change.append((h1 - h0) * MEV / n_atoms)
+            reference_change.append((hr - h0) * MEV / n_atoms)
+        changes = []
+        for s, i in tqdm(starts, desc=f"{method}: rollouts", leave=False):
+            system = System.from_ipi(s.masses, s.cell, s.numbers)
+            q, p = (torch.as_tensor(x, dtype=torch.float64) for x in (s.q[i], s.p[i]))
+            h0 = energy(system, potential, q, p)
+            trace = []
+            for n in range(1, args.rollout_steps + 1):
+                q, p, _ = mapping.step_system(q, p, system)
+                trace.append((energy(system, potential, q, p) - h0) * MEV / n_atoms)
+            changes.append(trace)
+        changes = np.array(changes)
+        e = np.array(energy_error)
+        rows.append({
+            "method": method,
+            "state_error": float(np.mean(state_error)),
+            "energy_error_rms": float(np.sqrt(np.mean(e**2))),
+            "energy_error_mean": float(e.mean()),
+            "energy_error_sem": float(e.std(ddof=1) / np.sqrt(len(e))),
+            "step_change_rms": float(np.sqrt(np.mean(np.square(step_change)))),
+            "reference_change_rms": float(np.sqrt(np.mean(np.square(reference_change)))),
+            "rollout_change_mean": changes.mean(axis=0).tolist(),
+            "rollout_change_rms": np.sqrt((changes**2).mean(axis=0)).tolist(),
+            "fallbacks": mapping.fallbacks,
+            "steps": mapping.steps,
+        })
+        print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("rollout")}), flush=True)
+
+    base = rows[0]["state_error"]
+    t_roll = args.rollout_steps * args.stride_fs
+    lines = [
+        f"| water-64, τ = {args.stride_fs:g} fs | state error / {rows[0]['method']}'s | δH per step: rms | mean ± s.e. "
+        f"| H(x₁) − H(x₀): rms (reference: {rows[0]['reference_change_rms']:.3f}) "
+        f"| after {args.rollout_steps} steps ({t_roll:g} fs): mean | rms | fallbacks / steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['state_error'] / base:.3f} | {r['energy_error_rms']:.3f} | "
+            f"{r['energy_error_mean']:+.3f} ± {r['energy_error_sem']:.3f} | {r['step_change_rms']:.3f} | "
+            f"{r['rollout_change_mean'][-1]:+.3f} | {r['rollout_change_rms'][-1]:.3f} | {r['fallbacks']} / {r['steps']} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        out.with_suffix(".md").write_text(
+            f"Measured by `python benchmarks/map_step_energy.py {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in vars(args).items() if v is not None)}`"
+            f" ({len(singles)} single steps from held-out pairs, {len(starts)} rollouts; meV/atom):\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
