@@ -135,10 +135,9 @@ def within_cutoff(edges, cutoff: float):
     """The edges (i, j, vectors) shorter than `cutoff`: a list made for a longer cutoff, or
     with a skin, cut to a model's (returned as given if none is longer)."""
     i, j, vectors = edges
-    inside = torch.linalg.vector_norm(vectors.detach(), dim=-1) < cutoff
-    if bool(inside.all()):
+    keep = (torch.linalg.vector_norm(vectors.detach(), dim=-1) < cutoff).nonzero().squeeze(-1)
+    if len(keep) == len(i):
         return i, j, vectors
-    keep = inside.nonzero().squeeze(-1)
     return i.index_select(0, keep), j.index_select(0, keep), vectors.index_select(0, keep)
 
 
