@@ -167,6 +167,9 @@ class MapTrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     solver: dict = field(default_factory=lambda: dict(SOLVER_DEFAULTS))
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    init: str | None = None  # a map file (or name) whose H_θ training starts from
+    energy_weight: float = 0.0  # λ of the energy term (module docstring)
+    energy_pairs: int = 256  # training pairs that carry it (evenly spread)
 
     def check(self):
         if not (self.stride_fs > 0 and math.isfinite(self.stride_fs)):
@@ -182,6 +185,10 @@ class MapTrainConfig:
         self.solver = SOLVER_DEFAULTS | self.solver
         _check_model(self.model, "model")
         self.predictor.check("predictor")
+        if not (self.energy_weight >= 0 and math.isfinite(self.energy_weight)):
+            raise UserError(f"energy_weight: must be >= 0, not {self.energy_weight}")
+        if self.energy_pairs < 1:
+            raise UserError("energy_pairs: must be >= 1")
         self.data.check("data")
         self.train.check("train")
         self.schedule.check("schedule")
@@ -302,6 +309,79 @@ def relative_residual(pairs: PairSet, correction, tau, batch_size=4) -> float:
         model += float(a.detach().sum())
         anchor += float(b.sum())
     return model / anchor
+
+
+# --- the energy term ----------------------------------------------------------------------------
+@dataclass
+class EnergyPairs:
+    """The pairs of a PairSet that carry the energy term (module docstring): `index` into it,
+    per pair the molecule blocks of P = I − ∂G/∂x at the exact end state (`maps.BlockNewton`,
+    from the S that training starts with), H(q', p') (Hartree), and the anchor's δH̃."""
+
+    index: list
+    blocks: list
+    exact: torch.Tensor
+    anchor: torch.Tensor | None = None
+
+
+def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules", quiet=True,
+                 desc="energy pairs") -> EnergyPairs:
+    """`EnergyPairs` of the pairs `index`, P from `generating` (an S = τ[H + H_θ])."""
+    from tqdm import tqdm
+
+    from ..maps import BlockNewton, MidpointMap
+
+    mapping = MidpointMap(generating)
+    found, exact = [], []
+    for k in tqdm(index, desc=desc, disable=quiet, file=sys.stderr, leave=False):
+        system = pairs.system[k]
+        g, pack, _ = mapping.equations(pairs.q[k], pairs.p[k], system)
+        x = pack(pairs.q_next[k], pairs.p_next[k])
+        groups = system.molecules(pairs.q_next[k]) if blocks == "molecules" else torch.arange(system.n_atoms)[:, None]
+        found.append(BlockNewton(g, x, g(x), groups))
+        exact.append(_energy(system, potential, pairs.q_next[k], pairs.p_next[k]).detach())
+    result = EnergyPairs(list(index), found, torch.stack(exact))
+    result.anchor = energy_errors(pairs, result, range(len(index)), None, generating.tau, potential).detach()
+    return result
+
+
+def _energy(system, potential, q, p):
+    return 0.5 * (p * p / system.masses[:, None]).sum() + system.potential_energy(potential, q)
+
+
+def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, tau, potential, create_graph=False):
+    """δH̃ = H(x' + P⁻¹r) − H(x') (Hartree, (len(positions),)) of the `energy` pairs at
+    `positions`: the energy error of the map's solution after one Newton step from the
+    exact end state x', r = G(x') − x' the residual of S = τ[H + H_θ] (H_θ = `correction`)."""
+    index = [energy.index[i] for i in positions]
+    sel = torch.as_tensor(index)
+    r_q, r_p = pairs.r0_q[sel], pairs.r0_p[sel]
+    if correction is not None:
+        qbar = 0.5 * (pairs.q[sel] + pairs.q_next[sel])
+        pbar = 0.5 * (pairs.p[sel] + pairs.p_next[sel])
+        gq, gp = network_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
+        r_q, r_p = r_q - tau * gp, r_p + tau * gq
+    out = []
+    for b, (i, k) in enumerate(zip(positions, index)):
+        system = pairs.system[k]
+        m = system.masses[:, None]
+        # G(x') − x' in the solver's unknowns x = (q', τp'/m)
+        r = -torch.cat([r_q[b].reshape(-1), (tau / m * r_p[b]).reshape(-1)])
+        d = energy.blocks[i](r)
+        n = r_q[b].numel()
+        q = pairs.q_next[k] + d[:n].view(-1, 3)
+        p = pairs.p_next[k] + d[n:].view(-1, 3) * m / tau
+        out.append(_energy(system, potential, q, p) - energy.exact[i])
+    return torch.stack(out)
+
+
+def relative_energy_error(pairs: PairSet, energy: EnergyPairs, correction, tau, potential, batch_size=4) -> float:
+    """Σ δH̃² of the model / Σ δH̃² of the anchor over the `energy` pairs."""
+    total = 0.0
+    for start in range(0, len(energy.index), batch_size):
+        positions = range(start, min(start + batch_size, len(energy.index)))
+        total += float((energy_errors(pairs, energy, positions, correction, tau, potential).detach() ** 2).sum())
+    return total / float((energy.anchor**2).sum())
 
 
 def map_error(pairs: PairSet, midpoint_map, n: int) -> dict:
@@ -451,7 +531,48 @@ class MapTrainer:
         return network
 
     def _new_correction(self):
-        return self._new_network(self.config.model, self.train_set.r0_p)
+        start = self._initial_correction()
+        return self._new_network(self.config.model, self.train_set.r0_p) if start is None else start
+
+    def _initial_correction(self):
+        """A copy of the H_θ of the `init` map (None without one), checked against this run."""
+        from ..potentials.model_file import load_map
+
+        c = self.config
+        if c.init is None:
+            return None
+        mapping = load_map(c.init, dtype=c.dtype)
+        correction, generating = mapping.generating.correction, mapping.generating
+        problems = []
+        if correction is None:
+            problems.append("it has no learned correction")
+        else:
+            problems += [f"model.{k} {v!r} against its {getattr(correction.config, k)!r}" for k, v in c.model.items()
+                         if hasattr(correction.config, k) and getattr(correction.config, k) != v]
+            if float(correction.kinetic_scale) != c.kinetic_scale_eV:
+                problems.append(f"kinetic_scale_eV {c.kinetic_scale_eV} against its {float(correction.kinetic_scale)}")
+        if abs(generating.timestep_fs - c.stride_fs) > 1e-9:
+            problems.append(f"stride_fs {c.stride_fs} against its {generating.timestep_fs}")
+        if mapping.anchor != c.anchor:
+            problems.append(f"anchor {c.anchor!r} against its {mapping.anchor!r}")
+        if problems:
+            raise UserError(f"init {c.init}: {'; '.join(problems)}")
+        return correction
+
+    def _energy_pairs(self):
+        """The energy term's pairs: `energy_pairs` training pairs and a quarter as many
+        validation pairs, with P from the S that training starts with (init's or τH), so that
+        a resumed run rebuilds the same."""
+        from ..maps import GeneratingFunction
+        from .batches import spread
+
+        c = self.config
+        generating = GeneratingFunction(self.anchor, c.stride_fs, self._initial_correction())
+        make = dict(generating=generating, potential=self.anchor, blocks=c.solver["blocks"], quiet=self.quiet)
+        self.train_energy = energy_pairs(self.train_set, spread(list(range(len(self.train_set))), c.energy_pairs),
+                                         desc="energy term: training pairs", **make)
+        self.val_energy = energy_pairs(self.val_set, spread(list(range(len(self.val_set))), max(c.energy_pairs // 4, 1)),
+                                       desc="energy term: validation pairs", **make)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, position, optimizer, schedule, generator, best, done=False):
@@ -486,6 +607,8 @@ class MapTrainer:
         else:
             self.correction = self._new_correction()
         self.correction.to(self.device)
+        if c.energy_weight > 0:
+            self._energy_pairs()
         optimizer = torch.optim.Adam(self.correction.parameters(), lr=c.train.lr)
         schedule = Schedule(c.schedule, c.train)
         generator = torch.Generator().manual_seed(c.seed * 1000 + 7)
@@ -514,11 +637,16 @@ class MapTrainer:
             self._save(position, optimizer, schedule, generator, best, done)
 
         def validate():
-            loss = relative_residual(self.val_set, self.correction, self.tau, c.eval_batch_size)
+            loss = residual = relative_residual(self.val_set, self.correction, self.tau, c.eval_batch_size)
+            energy = None
+            if c.energy_weight > 0:
+                energy = relative_energy_error(self.val_set, self.val_energy, self.correction, self.tau,
+                                               self.anchor, c.eval_batch_size)
+                loss = residual + c.energy_weight * energy
             total, count = position["epoch_loss"]
             entry = {"epoch": position["epoch"], "step": position["step"], "time_s": round(elapsed(), 3),
                      "lr": optimizer.param_groups[0]["lr"], "train_loss": total / count if count else None,
-                     "val_loss": loss}
+                     "val_loss": loss, "val_residual": residual, "val_energy": energy}
             self.history["epochs"].append(entry)
             position["epoch_loss"] = [0.0, 0]
             if loss < best["loss"]:
@@ -526,7 +654,8 @@ class MapTrainer:
             schedule.epoch_end(loss)
             self._log(f"epoch {position['epoch']} step {position['step']}: train loss "
                       f"{entry['train_loss'] if count else math.nan:.4g}, validation {loss:.4g} "
-                      f"(residual relative to S = τH), {elapsed():.0f} s")
+                      f"(residual relative to S = τH{f', {residual:.4g}, + λ × energy error {energy:.4g}' if energy is not None else ''}), "
+                      f"{elapsed():.0f} s")
 
         def one_step(index, n_batches):
             factor = schedule.factor(position["step"], position["epoch"] + position["batch"] / n_batches, elapsed())
@@ -534,6 +663,11 @@ class MapTrainer:
                 group["lr"] = c.train.lr * factor
             model, _ = residual_terms(self.train_set, index, self.correction, self.tau, create_graph=True)
             loss = model.mean() / self.anchor_norm
+            if c.energy_weight > 0:
+                energy = self.train_energy
+                positions = torch.randint(len(energy.index), (c.batch_size,), generator=generator).tolist()
+                errors = energy_errors(self.train_set, energy, positions, self.correction, self.tau, self.anchor, True)
+                loss = loss + c.energy_weight * (errors**2).mean() / (energy.anchor**2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
