@@ -24,6 +24,25 @@ bounds the map error to first order, δx ≈ (1 − ½ΩA)⁻¹ r (A = ∇²S, t
 Jacobian of maps/generating.py), and the two vanish together. The map error itself is
 measured at the end on a few held-out pairs (`check_map_pairs`), solved by `MidpointMap`.
 
+The residual weighs every direction of the map's error alike, but what heats a long NVE run
+is the error's component along ∇H: a symplectic map whose energy errors per step are random
+makes H diffuse, and diffusion drifts up where the density of states grows. Near the stride's
+limit the implicit midpoint rule's large errors are mostly phase errors of the stiff modes,
+along the energy shells, while a learned map's far smaller ones need not be
+(`benchmarks/map_step_energy.py`: at 3 fs for water, 0.032 of the midpoint rule's error per
+step but 1.2x its energy error). With `energy_weight` λ > 0 the loss gains
+
+    λ · mean δH̃²  /  mean δH̃²(S = τH),    δH̃ = H(x' + P⁻¹r) − H(x')
+
+with r = G(x') − x' the solver's residual at the exact end state x' = (q', τp'/m) and P =
+I − ∂G/∂x in the molecule (or atom) blocks of `maps.BlockNewton`: the energy error of the
+solution after one Newton step from x', no solve needed (for water at 3 fs it follows the
+solved map's energy error to a correlation of 0.999 with P from the learned S, 0.89 from the
+anchor's). P is built once, from the S that training starts with, on `energy_pairs` training
+pairs (and a quarter as many validation pairs, whose term then joins the validation loss), 19
+evaluations of G each for water. `init` starts H_θ from a map file of the same stride, anchor
+and model: a fine-tuning of a map trained on the residual alone.
+
 Optionally (`predictor:` with a budget), a learned direct predictor is trained next on the same
 pairs (maps/direct.py): (q', p') ≈ Φ^VV_τ(q, p) + τ (∂g_θ/∂p, −∂g_θ/∂q) at the start (q, p), with
 the loss Σ_i m_i |δq_i|² + (τ²/m_i) |δp_i|² of its error, relative to the same for Verlet alone
@@ -65,6 +84,9 @@ train: {epochs: 10, steps: null, minutes: null, lr: 0.005}      # the first budg
 schedule: {kind: cosine, min_lr_factor: 0.01, warmup_steps: 0, patience: 2, factor: 0.5}
 solver: {tol: 1.0e-9, max_iter: 100, memory: 20, fallback_substeps: 4,   # stored in the map file
          guess_substeps: 1, newton: false, blocks: molecules}   # maps/solver.py: Verlet guess, block Newton
+init: null               # a map file (or shipped name) whose H_θ training starts from
+energy_weight: 0.0       # λ of the energy term (0: none)
+energy_pairs: 256        # training pairs that carry it
 predictor:               # the learned direct predictor: trained only when given a budget
   model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # g_θ's EquivariantConfig fields
   substeps: 1            # Verlet sub-steps of the anchor that g_θ corrects
@@ -746,6 +768,9 @@ class MapTrainer:
             "steps": len(self.history["steps"]),
             "parameters": sum(p.numel() for p in self.correction.parameters()),
         }
+        if c.energy_weight > 0:  # of the best weights: its share of the validation loss
+            result["validation_relative_energy_error"] = relative_energy_error(
+                self.val_set, self.val_energy, self.correction, self.tau, self.anchor, c.eval_batch_size)
         if self.predictor is not None:
             result["predictor"] = self.predictor_summary | {
                 f"{which}_relative_error": predictor_error(held_out, self.predictor, self.tau)}

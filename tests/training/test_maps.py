@@ -19,9 +19,12 @@ from ipi_mts.maps import GeneratingFunction, LearnedPredictor, MidpointMap, Syst
 from ipi_mts.potentials import load_potential
 from ipi_mts.potentials.model_file import ipi_masses, load_map
 from ipi_mts.training.maps import (
+    energy_pairs,
+    energy_errors,
     make_pairs,
     map_config_from_dict,
     predictor_error,
+    relative_energy_error,
     relative_residual,
     split_segments,
     train_map,
@@ -176,6 +179,7 @@ def test_resume_continues_exactly(data_file, tmp_path):
         ({"epochs": 3}, "unknown key epochs"),
         ({"solver": {"tolerance": 1.0}}, "solver: unknown keys tolerance"),
         ({"model": {"cutof": 3.0}}, "model: unknown equivariant model config keys: cutof"),
+        ({"energy_weight": -1.0}, "energy_weight: must be >= 0"),
     ],
 )
 def test_config_errors_are_one_line(data_file, tmp_path, capsys, change, message):
@@ -212,3 +216,50 @@ def test_learned_predictor_beats_verlet_and_cuts_solver_iterations(data_file, tm
     assert error == pytest.approx(summary["predictor"]["test_relative_error"], rel=0.3)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["predictor"]["steps"]) == 400 and history["predictor"]["validation"]
+
+
+def _energy(system, potential, q, p):
+    return float(0.5 * (p * p / system.masses[:, None]).sum() + system.potential_energy(potential, q))
+
+
+def test_energy_term_follows_the_solved_maps_energy_error(data_file):
+    """δH̃ = H(x' + P⁻¹r) − H(x'), with P's atom blocks at the exact end state, tracks the
+    energy error of the solved implicit midpoint map across pairs, without a solve."""
+    emt = load_potential("ase:EMT")
+    pairs = make_pairs(read_trajectories(data_file)[:1], STRIDE_FS, emt, pair_every=5)
+    generating = GeneratingFunction(emt, STRIDE_FS)
+    energy = energy_pairs(pairs, list(range(len(pairs))), generating, emt, blocks="atoms")
+    predicted = energy_errors(pairs, energy, range(len(pairs)), None, generating.tau, emt).numpy()
+    np.testing.assert_allclose(predicted, energy.anchor.numpy(), rtol=1e-12)
+    midpoint = MidpointMap(generating, tol=1e-12, max_iter=200, newton=True, blocks="atoms")
+    solved = []
+    for k in range(len(pairs)):
+        system = pairs.system[k]
+        q2, p2, info = midpoint.step_system(pairs.q[k], pairs.p[k], system)
+        assert info["converged"]
+        solved.append(_energy(system, emt, q2, p2) - _energy(system, emt, pairs.q_next[k], pairs.p_next[k]))
+    assert np.std(solved) > 1e-5  # Hartree: the 16 fs steps' energy errors differ from pair to pair
+    assert np.corrcoef(predicted, solved)[0, 1] > 0.9
+
+
+def test_energy_term_lowers_the_energy_error(trained, data_file, tmp_path):
+    """Started from a trained map (`init`), training with a heavy energy term lowers the
+    energy errors of held-out pairs; an `init` made for another stride is refused."""
+    values = config_values(data_file, tmp_path / "e", init=str(trained / "map.pt"), energy_weight=1.0,
+                           energy_pairs=16, solver={"newton": True, "blocks": "atoms"}, train={"steps": 60, "lr": 0.01})
+    summary = train_map(map_config_from_dict(values), quiet=True)
+    start, end = load_map(trained / "map.pt"), load_map(summary["map_file"])
+    emt, tau = start.generating.potential, start.generating.tau
+    test = split_segments(read_trajectories(data_file), [0.5, 0.25, 0.25])[2]
+    pairs = make_pairs(test, STRIDE_FS, emt, pair_every=4)
+    energy = energy_pairs(pairs, list(range(len(pairs))), start.generating, emt, blocks="atoms")
+    before = relative_energy_error(pairs, energy, start.generating.correction, tau, emt)
+    after = relative_energy_error(pairs, energy, end.generating.correction, tau, emt)
+    assert after < 0.7 * before, (before, after)
+    history = json.loads((tmp_path / "e" / "history.json").read_text())["epochs"]
+    best = min(history, key=lambda entry: entry["val_loss"])  # its energy share, again from the map
+    assert summary["validation_relative_energy_error"] == pytest.approx(best["val_energy"], rel=1e-9)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_values(data_file, tmp_path / "f", init=str(trained / "map.pt"), stride_fs=8.0)))
+    with pytest.raises(UserError, match="stride_fs 8.0 against its 16.0"):
+        train_map(map_config_from_dict(yaml.safe_load(path.read_text())), quiet=True)
