@@ -674,9 +674,10 @@ class MapTrainer:
             if loss < best["loss"]:
                 best.update(loss=loss, epoch=position["epoch"], weights=_state_dict(self.correction))
             schedule.epoch_end(loss)
+            energy_text = "" if energy is None else f" {residual:.4g}, + λ × energy error {energy:.4g} relative to τH's"
             self._log(f"epoch {position['epoch']} step {position['step']}: train loss "
                       f"{entry['train_loss'] if count else math.nan:.4g}, validation {loss:.4g} "
-                      f"(residual relative to S = τH{f', {residual:.4g}, + λ × energy error {energy:.4g}' if energy is not None else ''}), "
+                      f"(residual relative to S = τH{energy_text}), "
                       f"{elapsed():.0f} s")
 
         def one_step(index, n_batches):
