@@ -672,7 +672,7 @@ class MapTrainer:
             self.history["epochs"].append(entry)
             position["epoch_loss"] = [0.0, 0]
             if loss < best["loss"]:
-                best.update(loss=loss, epoch=position["epoch"], weights=_state_dict(self.correction))
+                best.update(loss=loss, residual=residual, epoch=position["epoch"], weights=_state_dict(self.correction))
             schedule.epoch_end(loss)
             energy_text = "" if energy is None else f" {residual:.4g}, + λ × energy error {energy:.4g} relative to τH's"
             self._log(f"epoch {position['epoch']} step {position['step']}: train loss "
@@ -764,7 +764,7 @@ class MapTrainer:
             "data": self.data_summary,
             f"{which}_relative_residual": relative,
             "best_epoch": best.get("epoch"),
-            "validation_relative_residual": best.get("loss"),
+            "validation_relative_residual": best.get("residual", best.get("loss")),  # older checkpoints: loss
             "training_time_s": round(seconds, 2),
             "steps": len(self.history["steps"]),
             "parameters": sum(p.numel() for p in self.correction.parameters()),

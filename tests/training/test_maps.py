@@ -259,6 +259,7 @@ def test_energy_term_lowers_the_energy_error(trained, data_file, tmp_path):
     history = json.loads((tmp_path / "e" / "history.json").read_text())["epochs"]
     best = min(history, key=lambda entry: entry["val_loss"])  # its energy share, again from the map
     assert summary["validation_relative_energy_error"] == pytest.approx(best["val_energy"], rel=1e-9)
+    assert summary["validation_relative_residual"] == best["val_residual"] < best["val_loss"]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config_values(data_file, tmp_path / "f", init=str(trained / "map.pt"), stride_fs=8.0)))
     with pytest.raises(UserError, match="stride_fs 8.0 against its 16.0"):
