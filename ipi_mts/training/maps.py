@@ -32,13 +32,13 @@ along the energy shells, while a learned map's far smaller ones need not be
 (`benchmarks/map_step_energy.py`: at 3 fs for water, 0.032 of the midpoint rule's error per
 step but 1.2x its energy error). With `energy_weight` λ > 0 the loss gains
 
-    λ · mean δH̃²  /  mean δH̃²(S = τH),    δH̃ = H(x' + P⁻¹r) − H(x')
+    λ · mean δH̃²  /  mean δH̃²(S₀),    δH̃ = H(x' + P⁻¹r) − H(x')
 
 with r = G(x') − x' the solver's residual at the exact end state x' = (q', τp'/m) and P =
 I − ∂G/∂x in the molecule (or atom) blocks of `maps.BlockNewton`: the energy error of the
 solution after one Newton step from x', no solve needed (for water at 3 fs it follows the
 solved map's energy error to a correlation of 0.999 with P from the learned S, 0.89 from the
-anchor's). P is built once, from the S that training starts with, on `energy_pairs` training
+anchor's). P is built once, from the S₀ that training starts with (τH, or `init`'s), on `energy_pairs` training
 pairs (and a quarter as many validation pairs, whose term then joins the validation loss), 19
 evaluations of G each for water. `init` starts H_θ from a map file of the same stride, anchor
 and model: a fine-tuning of a map trained on the residual alone.
@@ -338,17 +338,18 @@ def relative_residual(pairs: PairSet, correction, tau, batch_size=4) -> float:
 class EnergyPairs:
     """The pairs of a PairSet that carry the energy term (module docstring): `index` into it,
     per pair the molecule blocks of P = I − ∂G/∂x at the exact end state (`maps.BlockNewton`,
-    from the S that training starts with), H(q', p') (Hartree), and the anchor's δH̃."""
+    from the S that training starts with), H(q', p') (Hartree), and that S's δH̃."""
 
     index: list
     blocks: list
     exact: torch.Tensor
-    anchor: torch.Tensor | None = None
+    start: torch.Tensor | None = None
 
 
 def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules", quiet=True,
                  desc="energy pairs") -> EnergyPairs:
-    """`EnergyPairs` of the pairs `index`, P from `generating` (an S = τ[H + H_θ])."""
+    """`EnergyPairs` of the pairs `index`, P and the δH̃ to compare with from `generating`
+    (an S = τ[H + H_θ])."""
     from tqdm import tqdm
 
     from ..maps import BlockNewton, MidpointMap
@@ -363,7 +364,8 @@ def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules
         found.append(BlockNewton(g, x, g(x), groups))
         exact.append(_energy(system, potential, pairs.q_next[k], pairs.p_next[k]).detach())
     result = EnergyPairs(list(index), found, torch.stack(exact))
-    result.anchor = energy_errors(pairs, result, range(len(index)), None, generating.tau, potential).detach()
+    result.start = energy_errors(pairs, result, range(len(index)), generating.correction, generating.tau,
+                                 potential).detach()
     return result
 
 
@@ -398,12 +400,12 @@ def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, ta
 
 
 def relative_energy_error(pairs: PairSet, energy: EnergyPairs, correction, tau, potential, batch_size=4) -> float:
-    """Σ δH̃² of the model / Σ δH̃² of the anchor over the `energy` pairs."""
+    """Σ δH̃² of the model / Σ δH̃² of the S that P comes from, over the `energy` pairs."""
     total = 0.0
     for start in range(0, len(energy.index), batch_size):
         positions = range(start, min(start + batch_size, len(energy.index)))
         total += float((energy_errors(pairs, energy, positions, correction, tau, potential).detach() ** 2).sum())
-    return total / float((energy.anchor**2).sum())
+    return total / float((energy.start**2).sum())
 
 
 def map_error(pairs: PairSet, midpoint_map, n: int) -> dict:
@@ -674,7 +676,7 @@ class MapTrainer:
             if loss < best["loss"]:
                 best.update(loss=loss, residual=residual, epoch=position["epoch"], weights=_state_dict(self.correction))
             schedule.epoch_end(loss)
-            energy_text = "" if energy is None else f" {residual:.4g}, + λ × energy error {energy:.4g} relative to τH's"
+            energy_text = "" if energy is None else f" {residual:.4g}, + λ × energy error {energy:.4g} relative to S₀'s"
             self._log(f"epoch {position['epoch']} step {position['step']}: train loss "
                       f"{entry['train_loss'] if count else math.nan:.4g}, validation {loss:.4g} "
                       f"(residual relative to S = τH{energy_text}), "
@@ -690,7 +692,7 @@ class MapTrainer:
                 energy = self.train_energy
                 positions = torch.randint(len(energy.index), (c.batch_size,), generator=generator).tolist()
                 errors = energy_errors(self.train_set, energy, positions, self.correction, self.tau, self.anchor, True)
-                loss = loss + c.energy_weight * (errors**2).mean() / (energy.anchor**2).mean()
+                loss = loss + c.energy_weight * (errors**2).mean() / (energy.start**2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

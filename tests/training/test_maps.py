@@ -230,7 +230,7 @@ def test_energy_term_follows_the_solved_maps_energy_error(data_file):
     generating = GeneratingFunction(emt, STRIDE_FS)
     energy = energy_pairs(pairs, list(range(len(pairs))), generating, emt, blocks="atoms")
     predicted = energy_errors(pairs, energy, range(len(pairs)), None, generating.tau, emt).numpy()
-    np.testing.assert_allclose(predicted, energy.anchor.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(predicted, energy.start.numpy(), rtol=1e-12)
     midpoint = MidpointMap(generating, tol=1e-12, max_iter=200, newton=True, blocks="atoms")
     solved = []
     for k in range(len(pairs)):
