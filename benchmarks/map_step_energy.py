@@ -1,12 +1,10 @@
 """Why a map that is closer to the exact flow can heat more: its energy error per step.
 
-A symplectic map preserves phase-space volume, so random errors in the energy of each step
-make the energy diffuse, and since the number of states grows with the energy, diffusion
-heats (drift ≈ D · d ln Ω/dE, D the per-step variance over the step's time). What sets the
-heating is then not the state error Σ m|δq|² + (τ²/m)|δp|² that the maps are trained on, but
-the energy error δH = H(Φ_τ(x)) − H(x') of a step from a reference state x = (q, p) against
-the reference's own x' one stride later. This script measures both for each method on the
-held-out segments of map data (the maps' split), and the energy change over short rollouts:
+The maps are trained on the state error Σ m|δq|² + (τ²/m)|δp|² of a step; what moves H in NVE
+is the error's component along ∇H. This script measures both for each method on the held-out
+segments of map data (the maps' split): from a reference state x = (q, p), one step Φ_τ(x)
+against the reference's x' one stride later, δH = H(Φ_τ(x)) − H(x'); and H along short
+rollouts from reference states, whose mean slope is the drift an NVE run would start with:
 
     OMP_NUM_THREADS=1 python benchmarks/map_step_energy.py --stride-fs 3 \\
         --methods midpoint,map:runs/train-map/water-3fs/map.pt --out docs/benchmarks/map-step-energy-3fs
@@ -56,14 +54,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="runs/map-data/water-64-traj.extxyz")
     parser.add_argument("--reference", default="qtip4pf", help="the potential of the data (and the anchor)")
-    parser.add_argument("--stride-fs", type=float, required=True)
+    parser.add_argument("--stride-fs", type=float, help="the maps' stride τ (required but with --from-json)")
     parser.add_argument("--methods", default="midpoint")
     parser.add_argument("--split", default="0.8,0.1,0.1", help="the maps' train/validation/test split; held out: the last two")
     parser.add_argument("--pairs", type=int, default=48, help="single steps, spread over the held-out pairs")
     parser.add_argument("--rollouts", type=int, default=6, help="starts of the rollouts")
     parser.add_argument("--rollout-steps", type=int, default=20)
-    parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    parser.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT.png")
+    parser.add_argument("--from-json", default=None, help="only redo the table and plot of a saved OUT.json")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        report(saved["rows"], argparse.Namespace(**saved["args"] | {"out": args.out or saved["args"]["out"]}),
+               saved["singles"], saved["starts"])
+        return
+    if args.stride_fs is None:
+        parser.error("--stride-fs is required")
     torch.set_num_threads(1)
 
     segments = read_trajectories(args.data)
@@ -119,6 +125,11 @@ def main():
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("rollout")}), flush=True)
 
+    report(rows, args, len(singles), len(starts))
+
+
+def report(rows, args, singles, starts):
+    """The table (printed, and OUT.md, OUT.json) and the rollouts' plot (OUT.png)."""
     base = rows[0]["state_error"]
     t_roll = args.rollout_steps * args.stride_fs
     lines = [
@@ -138,10 +149,37 @@ def main():
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                           if v is not None and k != "from_json")
+        out.with_suffix(".json").write_text(json.dumps(
+            {"args": vars(args) | {"from_json": None}, "singles": singles, "starts": starts, "rows": rows}, indent=1))
         out.with_suffix(".md").write_text(
-            f"Measured by `python benchmarks/map_step_energy.py {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in vars(args).items() if v is not None)}`"
-            f" ({len(singles)} single steps from held-out pairs, {len(starts)} rollouts; meV/atom):\n\n{table}\n")
+            f"Measured by `python benchmarks/map_step_energy.py {options}`"
+            f" ({singles} single steps from held-out pairs, {starts} rollouts; meV/atom):\n\n{table}\n")
+        plot(rows, args.stride_fs, out.with_suffix(".png"))
+
+
+def plot(rows, stride_fs, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        mean, rms = np.array(r["rollout_change_mean"]), np.array(r["rollout_change_rms"])
+        t = stride_fs * np.arange(1, len(mean) + 1)
+        line, = ax.plot(t, mean, label=r["method"].split("/")[-2] if "/" in r["method"] else r["method"])
+        ax.fill_between(t, mean - np.sqrt(np.maximum(rms**2 - mean**2, 0)),
+                        mean + np.sqrt(np.maximum(rms**2 - mean**2, 0)), color=line.get_color(), alpha=0.15)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("time along the rollout (fs)")
+    ax.set_ylabel("H(t) − H(0), meV/atom (mean ± s.d. over starts)")
+    ax.set_title(f"water-64, map rollouts from reference states, τ = {stride_fs:g} fs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

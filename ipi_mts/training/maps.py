@@ -25,12 +25,12 @@ Jacobian of maps/generating.py), and the two vanish together. The map error itse
 measured at the end on a few held-out pairs (`check_map_pairs`), solved by `MidpointMap`.
 
 The residual weighs every direction of the map's error alike, but what heats a long NVE run
-is the error's component along ∇H: a symplectic map whose energy errors per step are random
-makes H diffuse, and diffusion drifts up where the density of states grows. Near the stride's
-limit the implicit midpoint rule's large errors are mostly phase errors of the stiff modes,
-along the energy shells, while a learned map's far smaller ones need not be
-(`benchmarks/map_step_energy.py`: at 3 fs for water, 0.032 of the midpoint rule's error per
-step but 1.2x its energy error). With `energy_weight` λ > 0 the loss gains
+is the error's component along ∇H. Near the stride's limit the implicit midpoint rule's large
+errors are mostly phase errors of the stiff modes, along the energy shells, while a learned
+map's far smaller ones need not be (`benchmarks/map_step_energy.py`: for water at 3 fs, 0.032
+of the midpoint rule's error per step, but 1.2x its energy error, and along rollouts from
+reference states H rises by about 0.03 meV/atom per step where the midpoint rule's stays level).
+With `energy_weight` λ > 0 the loss gains
 
     λ · mean δH̃²  /  mean δH̃²(S₀),    δH̃ = H(x' + P⁻¹r) − H(x')
 
