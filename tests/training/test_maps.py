@@ -4,6 +4,7 @@ checkpoints and --resume, config errors. The trajectories are velocity Verlet at
 process (the launcher path of `ipi-mts data trajectories` is tested in tests/data)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from ipi_mts.maps import GeneratingFunction, LearnedPredictor, MidpointMap, Syst
 from ipi_mts.potentials import load_potential
 from ipi_mts.potentials.model_file import ipi_masses, load_map
 from ipi_mts.training.maps import (
-    energy_pairs,
     energy_errors,
+    energy_pairs,
+    load_map_config,
     make_pairs,
     map_config_from_dict,
     predictor_error,
@@ -264,3 +266,10 @@ def test_energy_term_lowers_the_energy_error(trained, data_file, tmp_path):
     path.write_text(yaml.safe_dump(config_values(data_file, tmp_path / "f", init=str(trained / "map.pt"), stride_fs=8.0)))
     with pytest.raises(UserError, match="stride_fs 8.0 against its 16.0"):
         train_map(map_config_from_dict(yaml.safe_load(path.read_text())), quiet=True)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "inputs" / "training").glob("*-map-*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_map_configs_are_valid(path):
+    config = load_map_config(path)
+    assert config.stride_fs > 0 and config.data.files
