@@ -155,8 +155,7 @@ class GeneratingFunction(torch.nn.Module):
 
     def value(self, qbar: torch.Tensor, pbar: torch.Tensor, system: System) -> torch.Tensor:
         """S (0-d, Hartree · a.u. time), differentiable in q̄ (n, 3) bohr and p̄ (n, 3) a.u."""
-        kinetic = 0.5 * (pbar * pbar / system.masses[:, None]).sum()
-        h = kinetic + system.potential_energy(self.potential, qbar)
+        h = system.hamiltonian(self.potential, qbar, pbar)
         if self.correction is not None:
             h = h + self._correction(qbar, pbar, system)
         return self.tau * h

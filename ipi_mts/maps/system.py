@@ -91,6 +91,10 @@ class System:
         """V(q) Hartree (a 0-d tensor), differentiable in q (bohr)."""
         return units.energy_to_wire(model.energy(self.state(q)).sum())
 
+    def hamiltonian(self, model: EnergyModel, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """H(q, p) = Σ p²/2m + V(q) Hartree (a 0-d tensor), differentiable in q and p."""
+        return 0.5 * (p * p / self.masses[:, None]).sum() + self.potential_energy(model, q)
+
 
 def as_numpy(x):
     return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)

@@ -38,7 +38,7 @@ with r = G(x') − x' the solver's residual at the exact end state x' = (q', τp
 I − ∂G/∂x in the molecule (or atom) blocks of `maps.BlockNewton`: the energy error of the
 solution after one Newton step from x', no solve needed (for water at 3 fs it follows the
 solved map's energy error to a correlation of 0.999 with P from the learned S, 0.89 from the
-anchor's). P is built once, from the S₀ that training starts with (τH, or `init`'s), on `energy_pairs` training
+anchor's: `benchmarks/map_step_energy.py --estimate`). P is built once, from the S₀ that training starts with (τH, or `init`'s), on `energy_pairs` training
 pairs (and a quarter as many validation pairs, whose term then joins the validation loss), 19
 evaluations of G each for water. `init` starts H_θ from a map file of the same stride, anchor
 and model: a fine-tuning of a map trained on the residual alone.
@@ -98,6 +98,7 @@ predictor:               # the learned direct predictor: trained only when given
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -304,22 +305,30 @@ def make_pairs(segments, stride_fs, potential, pair_every=1, max_pairs=None, qui
 
 
 # --- the loss ---------------------------------------------------------------------------------
-def residual_terms(pairs: PairSet, index, correction, tau, create_graph=False):
-    """Per pair Σ_i m|r_q|² + (τ²/m)|r_p|² for the pairs `index`: (model, anchor) (B,) each."""
+def residuals(pairs: PairSet, index, correction, tau, create_graph=False):
+    """(r_q, r_p) (B, n, 3) of the pairs `index` (module docstring): the anchor's r⁰ if
+    `correction` is None."""
     sel = torch.as_tensor(index)
     r_q, r_p = pairs.r0_q[sel], pairs.r0_p[sel]
+    if correction is None:
+        return r_q, r_p
+    qbar = 0.5 * (pairs.q[sel] + pairs.q_next[sel])
+    pbar = 0.5 * (pairs.p[sel] + pairs.p_next[sel])
+    gq, gp = network_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
+    return r_q - tau * gp, r_p + tau * gq
+
+
+def residual_terms(pairs: PairSet, index, correction, tau, create_graph=False):
+    """Per pair Σ_i m|r_q|² + (τ²/m)|r_p|² for the pairs `index`: (model, anchor) (B,) each."""
     masses = torch.stack([pairs.system[k].masses for k in index])[..., None]  # (B, n, 1)
 
     def weigh(a, b):
         return (masses * a**2 + tau**2 / masses * b**2).sum(dim=(1, 2))
 
-    anchor = weigh(r_q, r_p)
+    anchor = weigh(*residuals(pairs, index, None, tau))
     if correction is None:
         return anchor, anchor
-    qbar = 0.5 * (pairs.q[sel] + pairs.q_next[sel])
-    pbar = 0.5 * (pairs.p[sel] + pairs.p_next[sel])
-    gq, gp = network_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
-    return weigh(r_q - tau * gp, r_p + tau * gq), anchor
+    return weigh(*residuals(pairs, index, correction, tau, create_graph)), anchor
 
 
 def relative_residual(pairs: PairSet, correction, tau, batch_size=4) -> float:
@@ -362,15 +371,11 @@ def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules
         x = pack(pairs.q_next[k], pairs.p_next[k])
         groups = system.molecules(pairs.q_next[k]) if blocks == "molecules" else torch.arange(system.n_atoms)[:, None]
         found.append(BlockNewton(g, x, g(x), groups))
-        exact.append(_energy(system, potential, pairs.q_next[k], pairs.p_next[k]).detach())
+        exact.append(system.hamiltonian(potential, pairs.q_next[k], pairs.p_next[k]).detach())
     result = EnergyPairs(list(index), found, torch.stack(exact))
     result.start = energy_errors(pairs, result, range(len(index)), generating.correction, generating.tau,
                                  potential).detach()
     return result
-
-
-def _energy(system, potential, q, p):
-    return 0.5 * (p * p / system.masses[:, None]).sum() + system.potential_energy(potential, q)
 
 
 def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, tau, potential, create_graph=False):
@@ -378,13 +383,7 @@ def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, ta
     `positions`: the energy error of the map's solution after one Newton step from the
     exact end state x', r = G(x') − x' the residual of S = τ[H + H_θ] (H_θ = `correction`)."""
     index = [energy.index[i] for i in positions]
-    sel = torch.as_tensor(index)
-    r_q, r_p = pairs.r0_q[sel], pairs.r0_p[sel]
-    if correction is not None:
-        qbar = 0.5 * (pairs.q[sel] + pairs.q_next[sel])
-        pbar = 0.5 * (pairs.p[sel] + pairs.p_next[sel])
-        gq, gp = network_gradients(correction, qbar, pbar, [pairs.system[k] for k in index], create_graph)
-        r_q, r_p = r_q - tau * gp, r_p + tau * gq
+    r_q, r_p = residuals(pairs, index, correction, tau, create_graph)
     out = []
     for b, (i, k) in enumerate(zip(positions, index)):
         system = pairs.system[k]
@@ -395,7 +394,7 @@ def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, ta
         n = r_q[b].numel()
         q = pairs.q_next[k] + d[:n].view(-1, 3)
         p = pairs.p_next[k] + d[n:].view(-1, 3) * m / tau
-        out.append(_energy(system, potential, q, p) - energy.exact[i])
+        out.append(system.hamiltonian(potential, q, p) - energy.exact[i])
     return torch.stack(out)
 
 
@@ -555,11 +554,11 @@ class MapTrainer:
         return network
 
     def _new_correction(self):
-        start = self._initial_correction()
-        return self._new_network(self.config.model, self.train_set.r0_p) if start is None else start
+        return self._new_network(self.config.model, self.train_set.r0_p)
 
     def _initial_correction(self):
-        """A copy of the H_θ of the `init` map (None without one), checked against this run."""
+        """The H_θ of the `init` map, as loaded from its file (None without one), checked
+        against this run."""
         from ..potentials.model_file import load_map
 
         c = self.config
@@ -583,15 +582,15 @@ class MapTrainer:
             raise UserError(f"init {c.init}: {'; '.join(problems)}")
         return correction
 
-    def _energy_pairs(self):
+    def _energy_pairs(self, start):
         """The energy term's pairs: `energy_pairs` training pairs and a quarter as many
-        validation pairs, with P from the S that training starts with (init's or τH), so that
-        a resumed run rebuilds the same."""
+        validation pairs, with P from the S that training starts with (H_θ = `start`, init's,
+        or None: τH), so that a resumed run rebuilds the same."""
         from ..maps import GeneratingFunction
         from .batches import spread
 
         c = self.config
-        generating = GeneratingFunction(self.anchor, c.stride_fs, self._initial_correction())
+        generating = GeneratingFunction(self.anchor, c.stride_fs, start)
         make = dict(generating=generating, potential=self.anchor, blocks=c.solver["blocks"], quiet=self.quiet)
         self.train_energy = energy_pairs(self.train_set, spread(list(range(len(self.train_set))), c.energy_pairs),
                                          desc="energy term: training pairs", **make)
@@ -624,15 +623,16 @@ class MapTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._write_config()
         ck = self.checkpoint
+        start = self._initial_correction()
         if ck is not None:
             self.correction = MomentumCorrection(EquivariantConfig.from_dict(ck["model"]["config"]),
                                                  kinetic_scale=c.kinetic_scale_eV)
             self.correction.load_state_dict(ck["model"]["weights"])
         else:
-            self.correction = self._new_correction()
+            self.correction = self._new_correction() if start is None else copy.deepcopy(start)
         self.correction.to(self.device)
         if c.energy_weight > 0:
-            self._energy_pairs()
+            self._energy_pairs(start)
         optimizer = torch.optim.Adam(self.correction.parameters(), lr=c.train.lr)
         schedule = Schedule(c.schedule, c.train)
         generator = torch.Generator().manual_seed(c.seed * 1000 + 7)
