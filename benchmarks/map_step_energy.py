@@ -27,14 +27,9 @@ from ipi_mts.maps import GeneratingFunction, MidpointMap, System
 from ipi_mts.potentials import load_potential
 from ipi_mts.potentials.model_file import load_map
 from ipi_mts.training.batches import spread
-from ipi_mts.training.maps import make_pairs, split_segments
+from ipi_mts.training.maps import energy_errors, energy_pairs, make_pairs, split_segments
 
 MEV = 1e3 * units.EV_PER_HARTREE  # Hartree -> meV
-
-
-def energy(system, potential, q, p):
-    """H(q, p) in Hartree."""
-    return float(0.5 * (p * p / system.masses[:, None]).sum() + system.potential_energy(potential, q))
 
 
 def make_map(method, stride_fs, potential):
@@ -58,8 +53,11 @@ def main():
     parser.add_argument("--methods", default="midpoint")
     parser.add_argument("--split", default="0.8,0.1,0.1", help="the maps' train/validation/test split; held out: the last two")
     parser.add_argument("--pairs", type=int, default=48, help="single steps, spread over the held-out pairs")
-    parser.add_argument("--rollouts", type=int, default=6, help="starts of the rollouts")
+    parser.add_argument("--rollouts", type=int, default=6, help="starts of the rollouts (0: none)")
     parser.add_argument("--rollout-steps", type=int, default=20)
+    parser.add_argument("--estimate", action="store_true",
+                        help="also the training's energy term δH̃ of each single step (P from the method's S and "
+                             "from τH's) and its correlation with δH")
     parser.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT.png")
     parser.add_argument("--from-json", default=None, help="only redo the table and plot of a saved OUT.json")
     args = parser.parse_args()
@@ -87,28 +85,33 @@ def main():
     rows = []
     for method in args.methods.split(","):
         mapping = make_map(method, args.stride_fs, potential)
-        state_error, midpoint_error, energy_error, step_change, reference_change = [], [], [], [], []
+        state_error, energy_error, step_change, reference_change, estimates = [], [], [], [], []
         for j in tqdm(singles, desc=f"{method}: steps", leave=False):
             system, q, p = pairs.system[j], pairs.q[j], pairs.p[j]
             q1, p1, _ = mapping.step_system(q, p, system)
             m = system.masses[:, None]
             state_error.append(float((m * (q1 - pairs.q_next[j]) ** 2 + tau**2 / m * (p1 - pairs.p_next[j]) ** 2).sum()))
-            h0, h1 = energy(system, potential, q, p), energy(system, potential, q1, p1)
-            hr = energy(system, potential, pairs.q_next[j], pairs.p_next[j])
+            h0, h1 = float(system.hamiltonian(potential, q, p)), float(system.hamiltonian(potential, q1, p1))
+            hr = float(system.hamiltonian(potential, pairs.q_next[j], pairs.p_next[j]))
             energy_error.append((h1 - hr) * MEV / n_atoms)
             step_change.append((h1 - h0) * MEV / n_atoms)
             reference_change.append((hr - h0) * MEV / n_atoms)
+            if args.estimate:  # δH̃ with P from this S, and from τH's with this S's residual
+                own = energy_pairs(pairs, [j], mapping.generating, potential).start[0]
+                anchor_p = energy_pairs(pairs, [j], GeneratingFunction(potential, args.stride_fs), potential)
+                other = energy_errors(pairs, anchor_p, [0], mapping.generating.correction, tau, potential)[0]
+                estimates.append([float(own) * MEV / n_atoms, float(other) * MEV / n_atoms])
         changes = []
         for s, i in tqdm(starts, desc=f"{method}: rollouts", leave=False):
             system = System.from_ipi(s.masses, s.cell, s.numbers)
             q, p = (torch.as_tensor(x, dtype=torch.float64) for x in (s.q[i], s.p[i]))
-            h0 = energy(system, potential, q, p)
+            h0 = float(system.hamiltonian(potential, q, p))
             trace = []
             for n in range(1, args.rollout_steps + 1):
                 q, p, _ = mapping.step_system(q, p, system)
-                trace.append((energy(system, potential, q, p) - h0) * MEV / n_atoms)
+                trace.append((float(system.hamiltonian(potential, q, p)) - h0) * MEV / n_atoms)
             changes.append(trace)
-        changes = np.array(changes)
+        changes = np.array(changes).reshape(len(starts), args.rollout_steps)
         e = np.array(energy_error)
         rows.append({
             "method": method,
@@ -123,6 +126,11 @@ def main():
             "fallbacks": mapping.fallbacks,
             "steps": mapping.steps,
         })
+        if estimates:
+            own, other = np.array(estimates).T
+            rows[-1]["estimate"] = {"p_from_own_s": float(np.corrcoef(own, e)[0, 1]),
+                                    "p_from_anchor": float(np.corrcoef(other, e)[0, 1]),
+                                    "rms_own": float(np.sqrt(np.mean(own**2)))}
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("rollout")}), flush=True)
 
     report(rows, args, len(singles), len(starts))
@@ -142,8 +150,15 @@ def report(rows, args, singles, starts):
         lines.append(
             f"| {r['method']} | {r['state_error'] / base:.3f} | {r['energy_error_rms']:.3f} | "
             f"{r['energy_error_mean']:+.3f} ± {r['energy_error_sem']:.3f} | {r['step_change_rms']:.3f} | "
-            f"{r['rollout_change_mean'][-1]:+.3f} | {r['rollout_change_rms'][-1]:.3f} | {r['fallbacks']} / {r['steps']} |"
+            + (f"{r['rollout_change_mean'][-1]:+.3f} | {r['rollout_change_rms'][-1]:.3f} | " if starts else "– | – | ")
+            + f"{r['fallbacks']} / {r['steps']} |"
         )
+    for r in rows:
+        if "estimate" in r:
+            x = r["estimate"]
+            lines.append(f"\n{r['method']}: the energy term's δH̃ against δH over the single steps, correlation "
+                         f"{x['p_from_own_s']:.3f} with P from its own S (rms {x['rms_own']:.3f}), "
+                         f"{x['p_from_anchor']:.3f} with P from τH's")
     table = "\n".join(lines)
     print(table)
     if args.out:
@@ -156,7 +171,8 @@ def report(rows, args, singles, starts):
         out.with_suffix(".md").write_text(
             f"Measured by `python benchmarks/map_step_energy.py {options}`"
             f" ({singles} single steps from held-out pairs, {starts} rollouts; meV/atom):\n\n{table}\n")
-        plot(rows, args.stride_fs, out.with_suffix(".png"))
+        if starts:
+            plot(rows, args.stride_fs, out.with_suffix(".png"))
 
 
 def plot(rows, stride_fs, path):
