@@ -233,7 +233,8 @@ def _add_config_overrides(p):
 def _config_overrides(args) -> dict:
     import yaml
 
-    overrides = {"output": args.output, "device": args.device, "threads": args.threads}
+    flags = {"output": args.output, "device": args.device, "threads": args.threads}
+    overrides = {key: value for key, value in flags.items() if value is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -358,12 +358,11 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 def load_config(path, overrides: dict | None = None, from_dict=None) -> TrainConfig:
     """Read and validate a YAML config; `overrides` win over the file ({key: value}, a dotted
-    key such as 'loss.slow_smoothness' reaches into a section; None values are left out);
+    key such as 'loss.slow_smoothness' reaches into a section; a None value sets null);
     `from_dict` builds it (default `config_from_dict`; `training.maps` passes its own)."""
     values = read_yaml(path)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_key(values, key, value)
+        _set_key(values, key, value)
     try:
         return (from_dict or config_from_dict)(values)
     except UserError as e:

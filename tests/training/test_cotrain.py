@@ -129,13 +129,20 @@ def test_shipped_water_config_is_valid():
 
 def test_dotted_overrides_reach_into_sections(tmp_path):
     path = ROOT / "inputs" / "training" / "water-pair.yaml"
-    config = load_config(path, {"loss.slow_smoothness": 0.02, "stages.joint.minutes": 3, "output": None})
+    config = load_config(path, {"loss.slow_smoothness": 0.02, "stages.joint.minutes": 3, "stages.joint.steps": None})
     assert config.loss.slow_smoothness == 0.02 and config.stages.joint.minutes == 3.0
-    assert config.output == load_config(path).output  # None leaves the file's value
+    assert config.stages.joint.steps is None  # None sets null, as --set KEY=null does
     with pytest.raises(UserError, match="cannot set seed.x: seed is not a section"):
         load_config(path, {"seed.x": 1})
     with pytest.raises(UserError, match="unknown key loss.smoothness"):
         load_config(path, {"loss.smoothness": 0.1})
+
+
+def test_cli_overrides_leave_absent_flags_and_set_null():
+    from ipi_mts.cli import _config_overrides, build_parser
+
+    args = build_parser().parse_args(["train-map", "c.yaml", "--set", "energy_pairs=null", "--set", "train.lr=0.01"])
+    assert _config_overrides(args) == {"energy_pairs": None, "train.lr": 0.01}
 
 
 def test_cli_set_overrides_and_its_errors(tmp_path, capsys):
