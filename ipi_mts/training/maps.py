@@ -38,9 +38,11 @@ with r = G(x') − x' the solver's residual at the exact end state x' = (q', τp
 I − ∂G/∂x in the molecule (or atom) blocks of `maps.BlockNewton`: the energy error of the
 solution after one Newton step from x', no solve needed (for water at 3 fs it follows the
 solved map's energy error to a correlation of 0.999 with P from the learned S, 0.89 from the
-anchor's: `benchmarks/map_step_energy.py --estimate`). P is built once, from the S₀ that training starts with (τH, or `init`'s), on `energy_pairs` training
-pairs (and a quarter as many validation pairs, whose term then joins the validation loss), 19
-evaluations of G each for water. `init` starts H_θ from a map file of the same stride, anchor
+anchor's: `benchmarks/map_step_energy.py --estimate`). P is built once per pair, on
+`energy_pairs` training pairs (all with null) and a quarter as many validation pairs, whose term
+then joins the validation loss: from the S₀ that training starts with (τH, or `init`'s;
+`energy_jacobian: start`) or from τH (`anchor`, about 4x cheaper with a learned S₀), 19
+evaluations of G each for water. S₀'s δH̃ under the same P is the term's unit. `init` starts H_θ from a map file of the same stride, anchor
 and model: a fine-tuning of a map trained on the residual alone.
 
 Optionally (`predictor:` with a budget), a learned direct predictor is trained next on the same
@@ -86,7 +88,8 @@ solver: {tol: 1.0e-9, max_iter: 100, memory: 20, fallback_substeps: 4,   # store
          guess_substeps: 1, newton: false, blocks: molecules}   # maps/solver.py: Verlet guess, block Newton
 init: null               # a map file (or shipped name) whose H_θ training starts from
 energy_weight: 0.0       # λ of the energy term (0: none)
-energy_pairs: 256        # training pairs that carry it
+energy_pairs: 256        # training pairs that carry it (null: all)
+energy_jacobian: start   # P from the starting S (start) or from τH (anchor)
 predictor:               # the learned direct predictor: trained only when given a budget
   model: {cutoff: 3.0, num_features: 8, lmax: 1, num_layers: 2}   # g_θ's EquivariantConfig fields
   substeps: 1            # Verlet sub-steps of the anchor that g_θ corrects
@@ -192,7 +195,8 @@ class MapTrainConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     init: str | None = None  # a map file (or name) whose H_θ training starts from
     energy_weight: float = 0.0  # λ of the energy term (module docstring)
-    energy_pairs: int = 256  # training pairs that carry it (evenly spread)
+    energy_pairs: int | None = 256  # training pairs that carry it (evenly spread; None: all)
+    energy_jacobian: str = "start"  # the S that P comes from: start (S₀) or anchor (τH)
 
     def check(self):
         if not (self.stride_fs > 0 and math.isfinite(self.stride_fs)):
@@ -210,8 +214,10 @@ class MapTrainConfig:
         self.predictor.check("predictor")
         if not (self.energy_weight >= 0 and math.isfinite(self.energy_weight)):
             raise UserError(f"energy_weight: must be >= 0, not {self.energy_weight}")
-        if self.energy_pairs < 1:
-            raise UserError("energy_pairs: must be >= 1")
+        if self.energy_pairs is not None and self.energy_pairs < 1:
+            raise UserError("energy_pairs: must be >= 1, or null for all training pairs")
+        if self.energy_jacobian not in ("start", "anchor"):
+            raise UserError(f"energy_jacobian: start or anchor, not {self.energy_jacobian!r}")
         self.data.check("data")
         self.train.check("train")
         self.schedule.check("schedule")
@@ -346,8 +352,8 @@ def relative_residual(pairs: PairSet, correction, tau, batch_size=4) -> float:
 @dataclass
 class EnergyPairs:
     """The pairs of a PairSet that carry the energy term (module docstring): `index` into it,
-    per pair the molecule blocks of P = I − ∂G/∂x at the exact end state (`maps.BlockNewton`,
-    from the S that training starts with), H(q', p') (Hartree), and that S's δH̃."""
+    per pair the molecule blocks of P = I − ∂G/∂x at the exact end state (`maps.BlockNewton`),
+    H(q', p') (Hartree), and the δH̃ of the S that training starts with."""
 
     index: list
     blocks: list
@@ -356,14 +362,14 @@ class EnergyPairs:
 
 
 def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules", quiet=True,
-                 desc="energy pairs") -> EnergyPairs:
-    """`EnergyPairs` of the pairs `index`, P and the δH̃ to compare with from `generating`
-    (an S = τ[H + H_θ])."""
+                 desc="energy pairs", jacobian=None) -> EnergyPairs:
+    """`EnergyPairs` of the pairs `index`: the δH̃ to compare with of `generating` (an S = τ[H + H_θ]),
+    under P from the S `jacobian` (None: `generating`)."""
     from tqdm import tqdm
 
     from ..maps import BlockNewton, MidpointMap
 
-    mapping = MidpointMap(generating)
+    mapping = MidpointMap(jacobian or generating)
     found, exact = [], []
     for k in tqdm(index, desc=desc, disable=quiet, file=sys.stderr, leave=False):
         system = pairs.system[k]
@@ -373,8 +379,9 @@ def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules
         found.append(BlockNewton(g, x, g(x), groups))
         exact.append(system.hamiltonian(potential, pairs.q_next[k], pairs.p_next[k]).detach())
     result = EnergyPairs(list(index), found, torch.stack(exact))
-    result.start = energy_errors(pairs, result, range(len(index)), generating.correction, generating.tau,
-                                 potential).detach()
+    result.start = torch.cat([
+        energy_errors(pairs, result, range(a, min(a + 8, len(index))), generating.correction, generating.tau,
+                      potential).detach() for a in range(0, len(index), 8)])
     return result
 
 
@@ -399,7 +406,7 @@ def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, ta
 
 
 def relative_energy_error(pairs: PairSet, energy: EnergyPairs, correction, tau, potential, batch_size=4) -> float:
-    """Σ δH̃² of the model / Σ δH̃² of the S that P comes from, over the `energy` pairs."""
+    """Σ δH̃² of the model / Σ δH̃² of the S that training starts with, over the `energy` pairs."""
     total = 0.0
     for start in range(0, len(energy.index), batch_size):
         positions = range(start, min(start + batch_size, len(energy.index)))
@@ -584,17 +591,21 @@ class MapTrainer:
 
     def _energy_pairs(self, start):
         """The energy term's pairs: `energy_pairs` training pairs and a quarter as many
-        validation pairs, with P from the S that training starts with (H_θ = `start`, init's,
-        or None: τH), so that a resumed run rebuilds the same."""
+        validation pairs, with P from `energy_jacobian`'s S and δH̃ relative to the S that
+        training starts with (H_θ = `start`, init's, or None: τH), so that a resumed run
+        rebuilds the same."""
         from ..maps import GeneratingFunction
         from .batches import spread
 
         c = self.config
         generating = GeneratingFunction(self.anchor, c.stride_fs, start)
-        make = dict(generating=generating, potential=self.anchor, blocks=c.solver["blocks"], quiet=self.quiet)
-        self.train_energy = energy_pairs(self.train_set, spread(list(range(len(self.train_set))), c.energy_pairs),
+        jacobian = GeneratingFunction(self.anchor, c.stride_fs) if c.energy_jacobian == "anchor" else None
+        make = dict(generating=generating, potential=self.anchor, blocks=c.solver["blocks"], quiet=self.quiet,
+                    jacobian=jacobian)
+        n = len(self.train_set) if c.energy_pairs is None else c.energy_pairs
+        self.train_energy = energy_pairs(self.train_set, spread(list(range(len(self.train_set))), n),
                                          desc="energy term: training pairs", **make)
-        self.val_energy = energy_pairs(self.val_set, spread(list(range(len(self.val_set))), max(c.energy_pairs // 4, 1)),
+        self.val_energy = energy_pairs(self.val_set, spread(list(range(len(self.val_set))), max(n // 4, 1)),
                                        desc="energy term: validation pairs", **make)
 
     # --- checkpoints ----------------------------------------------------------------------------

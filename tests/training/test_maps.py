@@ -182,6 +182,7 @@ def test_resume_continues_exactly(data_file, tmp_path):
         ({"solver": {"tolerance": 1.0}}, "solver: unknown keys tolerance"),
         ({"model": {"cutof": 3.0}}, "model: unknown equivariant model config keys: cutof"),
         ({"energy_weight": -1.0}, "energy_weight: must be >= 0"),
+        ({"energy_jacobian": "learned"}, "energy_jacobian: start or anchor, not 'learned'"),
     ],
 )
 def test_config_errors_are_one_line(data_file, tmp_path, capsys, change, message):
