@@ -255,6 +255,11 @@ def test_energy_term_lowers_the_energy_error(trained, data_file, tmp_path):
     before = relative_energy_error(pairs, energy, start.generating.correction, tau, emt)
     after = relative_energy_error(pairs, energy, end.generating.correction, tau, emt)
     assert after < 0.7 * before, (before, after)
+    # energy_jacobian: anchor, P from τH: the δH̃ is still the learned map's, near the one with P from its S
+    anchor = GeneratingFunction(emt, STRIDE_FS)
+    anchor_p = energy_pairs(pairs, list(range(len(pairs))), start.generating, emt, blocks="atoms", jacobian=anchor)
+    own = energy_pairs(pairs, list(range(len(pairs))), anchor, emt, blocks="atoms").start
+    assert (anchor_p.start - energy.start).norm() < 0.1 * (own - energy.start).norm()
     history = json.loads((tmp_path / "e" / "history.json").read_text())["epochs"]
     best = min(history, key=lambda entry: entry["val_loss"])  # its energy share, again from the map
     assert summary["validation_relative_energy_error"] == pytest.approx(best["val_energy"], rel=1e-9)
