@@ -30,7 +30,7 @@ from ipi_mts.maps import GeneratingFunction, MidpointMap, System
 from ipi_mts.potentials import load_potential
 from ipi_mts.potentials.model_file import load_map
 from ipi_mts.training.batches import spread
-from ipi_mts.training.maps import energy_errors, energy_pairs, make_pairs, split_segments
+from ipi_mts.training.maps import energy_pairs, make_pairs, split_segments
 
 MEV = 1e3 * units.EV_PER_HARTREE  # Hartree -> meV
 
@@ -104,8 +104,8 @@ def main():
             reference_change.append((hr - h0) * MEV / n_atoms)
             if args.estimate:  # δH̃ with P from this S, and from τH's with this S's residual
                 own = energy_pairs(pairs, [j], mapping.generating, potential).start[0]
-                anchor_p = energy_pairs(pairs, [j], GeneratingFunction(potential, args.stride_fs), potential)
-                other = energy_errors(pairs, anchor_p, [0], mapping.generating.correction, tau, potential)[0]
+                other = energy_pairs(pairs, [j], mapping.generating, potential,
+                                     jacobian=GeneratingFunction(potential, args.stride_fs)).start[0]
                 estimates.append([float(own) * MEV / n_atoms, float(other) * MEV / n_atoms])
         changes = []
         for s, i in tqdm(starts, desc=f"{method}: rollouts", leave=False):

@@ -380,9 +380,7 @@ def energy_pairs(pairs: PairSet, index, generating, potential, blocks="molecules
         found.append(BlockNewton(g, x, g(x), groups))
         exact.append(system.hamiltonian(potential, pairs.q_next[k], pairs.p_next[k]).detach())
     result = EnergyPairs(list(index), found, torch.stack(exact))
-    result.start = torch.cat([
-        energy_errors(pairs, result, range(a, min(a + 8, len(index))), generating.correction, generating.tau,
-                      potential).detach() for a in range(0, len(index), 8)])
+    result.start = all_energy_errors(pairs, result, generating.correction, generating.tau, potential)
     return result
 
 
@@ -406,13 +404,17 @@ def energy_errors(pairs: PairSet, energy: EnergyPairs, positions, correction, ta
     return torch.stack(out)
 
 
+def all_energy_errors(pairs: PairSet, energy: EnergyPairs, correction, tau, potential, batch_size=4):
+    """δH̃ of every `energy` pair (detached), `batch_size` pairs at a time."""
+    n = len(energy.index)
+    return torch.cat([energy_errors(pairs, energy, range(a, min(a + batch_size, n)), correction, tau, potential).detach()
+                      for a in range(0, n, batch_size)])
+
+
 def relative_energy_error(pairs: PairSet, energy: EnergyPairs, correction, tau, potential, batch_size=4) -> float:
     """Σ δH̃² of the model / Σ δH̃² of the S that training starts with, over the `energy` pairs."""
-    total = 0.0
-    for start in range(0, len(energy.index), batch_size):
-        positions = range(start, min(start + batch_size, len(energy.index)))
-        total += float((energy_errors(pairs, energy, positions, correction, tau, potential).detach() ** 2).sum())
-    return total / float((energy.start**2).sum())
+    errors = all_energy_errors(pairs, energy, correction, tau, potential, batch_size)
+    return float((errors**2).sum() / (energy.start**2).sum())
 
 
 def map_error(pairs: PairSet, midpoint_map, n: int) -> dict:
