@@ -41,7 +41,7 @@ solved map's energy error to a correlation of 0.999 with P from the learned S, 0
 anchor's: `benchmarks/map_step_energy.py --estimate`). P is built once per pair, on
 `energy_pairs` training pairs (all with null) and a quarter as many validation pairs, whose term
 then joins the validation loss: from the S₀ that training starts with (τH, or `init`'s;
-`energy_jacobian: start`) or from τH (`anchor`, about 4x cheaper with a learned S₀), 19
+`energy_jacobian: start`) or from τH (`anchor`, several times cheaper with a learned S₀), 19
 evaluations of G each for water. S₀'s δH̃ under the same P is the term's unit. `init` starts
 H_θ from a map file of the same stride, anchor and model: a fine-tuning of a map trained on
 the residual alone.
