@@ -24,13 +24,10 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
 from ipi_mts import units
-from ipi_mts.benchmarking import method_xml, run_folder, run_method
+from ipi_mts.benchmarking import method_xml, run_folder, run_method, time_alone
 from ipi_mts.evaluation import read_trajectory
 from ipi_mts.server.evaluator import WireEvaluator
 
@@ -74,17 +71,10 @@ def alone_table(args, models):
         evaluators.update({(pair, "fast"): None, (pair, "slow"): None})
     for model, component in evaluators:
         evaluators[(model, component)] = WireEvaluator.from_name(model, component, atoms.numbers, "cpu")
-    ms = {key: [] for key in evaluators}
-    for _ in range(5):
-        for key, evaluate in evaluators.items():
-            evaluate(cells, positions)  # warm-up
-            start = time.perf_counter()
-            for _ in range(args.calls):
-                evaluate(cells, positions)
-            ms[key].append((time.perf_counter() - start) / args.calls * 1e3)
+    ms = time_alone(evaluators, cells, positions, args.calls)
     print(f"\n| model | component | ms per evaluation of {len(atoms)} atoms (median of 5 loops) |\n|---|---|---|")
-    for (model, component), times in ms.items():
-        print(f"| {model} | {component} | {np.median(times):.1f} |")
+    for (model, component), median in ms.items():
+        print(f"| {model} | {component} | {median:.1f} |")
 
 
 def main():

@@ -26,6 +26,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import NamedTuple
@@ -308,6 +309,20 @@ def run_method(workdir: Path, xml: str, env: dict | None = None) -> dict:
                          "fallbacks": int(solver.group(3))}
     summary.write_text(json.dumps(out))
     return out
+
+
+def time_alone(evaluators: dict, cells, positions, calls: int = 10, loops: int = 5) -> dict:
+    """ms per call of each `WireEvaluator` in `evaluators` on one structure (wire units):
+    medians of `loops` interleaved loops of `calls` calls, each after a warm-up call."""
+    ms = {key: [] for key in evaluators}
+    for _ in range(loops):
+        for key, evaluate in evaluators.items():
+            evaluate(cells, positions)  # warm-up
+            start = time.perf_counter()
+            for _ in range(calls):
+                evaluate(cells, positions)
+            ms[key].append((time.perf_counter() - start) / calls * 1e3)
+    return {key: float(np.median(times)) for key, times in ms.items()}
 
 
 def read_frames_xyz(path):

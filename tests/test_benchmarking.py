@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ipi_mts import units
-from ipi_mts.benchmarking import method_family, method_xml, parse_method, resolved_model, run_method, same_input
+from ipi_mts.benchmarking import (method_family, method_xml, parse_method, resolved_model, run_method, same_input,
+                                  time_alone)
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -421,3 +422,24 @@ def test_bench_refuses_beads_for_maps_and_a_contraction_beyond_the_beads(capsys)
     assert main(["bench", "placement", "--family", "pair", "--beads", "4", "--slow-beads", "8", "--workdir", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err.strip()  # before any run: every input is made first
     assert len(err.splitlines()) == 1 and "pair:1:rpc8: beads must be at least 1 and slow beads between 1 and the beads (4)" in err
+
+
+def test_time_alone_times_every_evaluator_on_the_structure_it_is_given():
+    """Each evaluator: one warm-up and `calls` timed calls per loop, all on the given structure;
+    the slower one reads slower."""
+    import time
+
+    seen = []
+
+    def quick(cells, positions):
+        seen.append(("quick", cells, positions))
+
+    def slow(cells, positions):
+        seen.append(("slow", cells, positions))
+        time.sleep(0.002)
+
+    cells, positions = np.eye(3)[None], np.zeros((1, 2, 3))
+    ms = time_alone({"quick": quick, "slow": slow}, cells, positions, calls=3, loops=2)
+    assert [name for name, *_ in seen].count("quick") == 2 * (1 + 3) == [name for name, *_ in seen].count("slow")
+    assert all(c is cells and x is positions for _, c, x in seen)
+    assert set(ms) == {"quick", "slow"} and ms["slow"] >= 2.0 > ms["quick"] >= 0.0
