@@ -1,4 +1,5 @@
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -427,8 +428,6 @@ def test_bench_refuses_beads_for_maps_and_a_contraction_beyond_the_beads(capsys)
 def test_time_alone_times_every_evaluator_on_the_structure_it_is_given():
     """Each evaluator: one warm-up and `calls` timed calls per loop, all on the given structure;
     the slower one reads slower."""
-    import time
-
     seen = []
 
     def quick(cells, positions):
