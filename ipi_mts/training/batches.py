@@ -4,6 +4,11 @@ Frames that share a `segment` (the frame pairs of `ipi-mts data generate`: a fra
 partner one outer MTS step later) form a group. With the smoothness penalty on, a batch is
 built from whole groups, so that both frames of every pair are in it; otherwise every frame
 is its own group.
+
+With `bonds`, every frame also holds its covalent bonds (ASE's natural cutoffs × 1.2) and,
+for each bond (i, j), the weights that move its atoms apart by a vector d while their
+centre of mass stays: x_i −= m_j/(m_i+m_j) d, x_j += m_i/(m_i+m_j) d (the bond-response
+penalty of `losses`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class Frame:
     forces: torch.Tensor  # (n, 3) eV/Å float64
     key: tuple  # (trajectory, segment): frames with one key form a pair
     time_fs: float  # fs along its trajectory (0 if unknown)
+    bonds: torch.Tensor | None = None  # (k, 2) atom indices of the covalent bonds
+    bond_weights: torch.Tensor | None = None  # (k, 2) −m_j/(m_i+m_j), m_i/(m_i+m_j)
 
 
 @dataclass
@@ -34,26 +41,45 @@ class Batch:
     frames: list[int]  # indices into the FrameSet
     pair_first: torch.Tensor  # (m,) atom indices in the batch of the first frame of each pair
     pair_second: torch.Tensor  # (m,) the same atoms one outer step later
+    bonds: torch.Tensor | None = None  # (K, 2) atom indices in the batch (FrameSet with bonds)
+    bond_weights: torch.Tensor | None = None  # (K, 2)
 
 
-def frame_from_atoms(atoms, device, index: int = 0) -> Frame:
+def covalent_bonds(atoms) -> tuple[np.ndarray, np.ndarray]:
+    """(bonds (k, 2), weights (k, 2)) of `atoms`: the pairs i < j closer than 1.2 × the sum
+    of their covalent radii (minimum image), and −m_j/(m_i+m_j), m_i/(m_i+m_j)."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.2))
+    keep = i < j
+    bonds = np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
+    m = atoms.get_masses()[bonds]
+    return bonds, np.stack([-m[:, 1], m[:, 0]], axis=1) / m.sum(axis=1, keepdims=True)
+
+
+def frame_from_atoms(atoms, device, index: int = 0, bonds: bool = False) -> Frame:
     state = State.from_ase([atoms], dtype=torch.float64, device=device)
     info = atoms.info
     key = (str(info.get("trajectory", "")), info.get("segment", f"frame-{index}"))
-    return Frame(
+    frame = Frame(
         state=state,
         energy=float(atoms.get_potential_energy()),
         forces=torch.as_tensor(atoms.get_forces(), dtype=torch.float64, device=device),
         key=key,
         time_fs=float(info.get("time_fs", 0.0)),
     )
+    if bonds:
+        b, w = covalent_bonds(atoms)
+        frame.bonds = torch.as_tensor(b, device=device)
+        frame.bond_weights = torch.as_tensor(w, dtype=torch.float64, device=device)
+    return frame
 
 
 class FrameSet:
     """Frames on a device, their groups (frame pairs) and batching."""
 
-    def __init__(self, atoms_list, device="cpu", group_pairs: bool = False):
-        self.frames = [frame_from_atoms(a, device, k) for k, a in enumerate(atoms_list)]
+    def __init__(self, atoms_list, device="cpu", group_pairs: bool = False, bonds: bool = False):
+        self.frames = [frame_from_atoms(a, device, k, bonds) for k, a in enumerate(atoms_list)]
         self.device = torch.device(device)
         by_key: dict = {}
         for k, frame in enumerate(self.frames):
@@ -127,6 +153,10 @@ class FrameSet:
                     n = counts[position[a]]
                     first.append(np.arange(n) + starts[position[a]])
                     second.append(np.arange(n) + starts[position[b]])
+        bonds = weights = None
+        if frames and frames[0].bonds is not None:
+            bonds = torch.cat([f.bonds + int(s) for f, s in zip(frames, starts)])
+            weights = torch.cat([f.bond_weights for f in frames])
         as_index = lambda parts: torch.as_tensor(  # noqa: E731
             np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64), dtype=torch.long, device=device
         )
@@ -138,6 +168,8 @@ class FrameSet:
             frames=list(indices),
             pair_first=as_index(first),
             pair_second=as_index(second),
+            bonds=bonds,
+            bond_weights=weights,
         )
 
 
@@ -149,4 +181,4 @@ def spread(items: list, n: int | None) -> list:
     return [items[k] for k in keep]
 
 
-__all__ = ["Batch", "Frame", "FrameSet", "frame_from_atoms", "spread"]
+__all__ = ["Batch", "Frame", "FrameSet", "covalent_bonds", "frame_from_atoms", "spread"]

@@ -30,6 +30,9 @@ loss:
   energy_per_atom: 1.0       # weight of mean((E − E_ref)/N)², (eV/atom)⁻²
   forces: 1.0                # weight of mean over atoms and x,y,z of (F − F_ref)², (eV/Å)⁻²
   slow_smoothness: 0.0       # λ of λ·mean |F_slow(x_t+Δ) − F_slow(x_t)|² over frame pairs
+  slow_bond_response: 0.0    # λ of λ·mean |F_slow(x + Δ) − F_slow(x)|², Δ moving the atoms of
+                             # every covalent bond apart by a random vector (training.losses)
+  bond_displacement: 0.03    # ε (Å): standard deviation of each component of that vector
 stages:                      # budgets: a stage ends at the first of epochs, steps, minutes
   fast:   {epochs: 10, steps: null, minutes: null, lr: 0.01}
   joint:  {epochs: 30, steps: null, minutes: null, lr: 0.005, fast: train, fast_lr_factor: 0.1}
@@ -123,14 +126,18 @@ class LossConfig:
     energy_per_atom: float = 1.0
     forces: float = 1.0
     slow_smoothness: float = 0.0
+    slow_bond_response: float = 0.0
+    bond_displacement: float = 0.03
 
     def check(self, where):
-        for name in ("energy_per_atom", "forces", "slow_smoothness"):
+        for name in ("energy_per_atom", "forces", "slow_smoothness", "slow_bond_response", "bond_displacement"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"{where}.{name}: must be a finite number >= 0, not {value}")
         if self.energy_per_atom == 0 and self.forces == 0:
             raise UserError(f"{where}: energy_per_atom and forces weights are both 0")
+        if self.slow_bond_response > 0 and self.bond_displacement == 0:
+            raise UserError(f"{where}.bond_displacement: must be > 0 with slow_bond_response on")
 
 
 @dataclass

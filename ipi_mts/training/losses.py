@@ -12,7 +12,16 @@ the batch, Δ one outer MTS step:
     S = (1/3m) Σ_i |F_slow,i(x_t+Δ) − F_slow,i(x_t)|²           (eV/Å)², per component
 
 so that λ = 1 weighs a change of the slow force over one outer step like a force error of
-the same size. Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of
+the same size. The slow bond-response penalty moves the two atoms of every covalent bond b
+apart by an independent Gaussian vector d_b (each component of standard deviation ε, the
+bond's centre of mass fixed, `batches.covalent_bonds`) and asks the slow force not to follow:
+
+    R = (1/3n) Σ_i |F_slow,i(x + Δ(d)) − F_slow,i(x)|²                    (eV/Å)², per component
+
+In expectation over d that is ε² Σ_b Σ_a |H_slow w_b,a|² / 3n to first order: the slow force's
+response to each bonded pair's relative motion (stretch, bend and, for the hydrogens of a
+molecule, libration), which is what an outer MTS step longer than those motions' periods
+samples badly. Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of
 the force components (meV/Å), as nequip does.
 """
 
@@ -38,6 +47,14 @@ def smoothness_penalty(slow_forces, pair_first, pair_second):
         return slow_forces.new_zeros(())
     diff = slow_forces.index_select(0, pair_second) - slow_forces.index_select(0, pair_first)
     return (diff**2).mean()
+
+
+def bond_displacement(bonds, weights, n_atoms: int, amplitude: float, generator=None):
+    """Δ (n_atoms, 3): every bond's atoms moved apart by d_b ~ N(0, ε² I), centre of mass fixed."""
+    d = amplitude * torch.randn((bonds.shape[0], 3), generator=generator, dtype=weights.dtype).to(weights.device)
+    out = torch.zeros((n_atoms, 3), dtype=weights.dtype, device=weights.device)
+    out.index_add_(0, bonds[:, 0], weights[:, :1] * d)
+    return out.index_add_(0, bonds[:, 1], weights[:, 1:] * d)
 
 
 class ErrorStats:
@@ -106,4 +123,4 @@ def measure_errors(model, frames, batch_size: int = 8, components=None) -> dict:
         result[f"{name}_forces_mean_norm_mev_per_A"] = 1000.0 * norm / max(n, 1)
     return result
 
-__all__ = ["ErrorStats", "energy_force_loss", "measure_errors", "smoothness_penalty"]
+__all__ = ["ErrorStats", "bond_displacement", "energy_force_loss", "measure_errors", "smoothness_penalty"]

@@ -1,6 +1,7 @@
 """`ipi-mts train`: config validation, the two co-training stages, the baseline, the
-smoothness penalty, checkpoints and --resume (tiny models on 24-atom water boxes)."""
+smoothness and bond-response penalties, checkpoints and --resume (tiny models on 24-atom water boxes)."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,10 +16,10 @@ from ipi_mts.potentials import evaluate
 from ipi_mts.potentials.equivariant import EquivariantConfig, EquivariantPotential
 from ipi_mts.potentials.model_file import load_model
 from ipi_mts.training import config_from_dict, load_config, train
-from ipi_mts.training.batches import FrameSet
+from ipi_mts.training.batches import FrameSet, covalent_bonds
 from ipi_mts.training.config import TrainConfig
 from ipi_mts.training.cotrain import Trainer
-from ipi_mts.training.losses import measure_errors, smoothness_penalty
+from ipi_mts.training.losses import bond_displacement, measure_errors, smoothness_penalty
 from ipi_mts.training.toy import toy_water_frames, write_toy_water
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,7 @@ def both(data_file, tmp_path_factory):
         ({"stages": {"fast": {"lr": -0.1}}}, "stages.fast.lr: must be a positive number"),
         ({"stages": {"fast": {"epochs": None, "steps": None, "minutes": None}}}, "stages.fast: give a budget"),
         ({"loss": {"forces": "lots"}}, "loss.forces: expected a number"),
+        ({"loss": {"slow_bond_response": 1.0, "bond_displacement": 0.0}}, "loss.bond_displacement: must be > 0"),
         ({"schedule": {"kind": "linear"}}, "schedule.kind: one of cosine, plateau, constant"),
         ({"device": "tpu"}, "device: auto, cpu, cuda"),
     ],
@@ -312,6 +314,41 @@ def test_smoothness_needs_frame_pairs(tmp_path):
     ase.io.write(path, frames, format="extxyz")
     with pytest.raises(UserError, match="needs frame pairs"):
         Trainer(tiny_config(path, tmp_path / "o", loss={"slow_smoothness": 1.0}), quiet=True)
+
+
+def test_bond_displacement_moves_each_bond_apart_by_its_random_vector_with_fixed_centre_of_mass():
+    from ase import Atoms
+
+    atoms = Atoms("OHOH", positions=[[0, 0, 0], [0.97, 0, 0], [5, 5, 5], [5, 5.6, 5.8]], cell=[12] * 3, pbc=True)
+    bonds, weights = covalent_bonds(atoms)
+    assert bonds.tolist() == [[0, 1], [2, 3]]  # O–H, O–H; the 7 Å O···H and O···O are not bonds
+    shift = bond_displacement(torch.as_tensor(bonds), torch.as_tensor(weights), 4, 0.03, torch.Generator().manual_seed(4))
+    d = 0.03 * torch.randn((2, 3), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(shift[[1, 3]] - shift[[0, 2]], d, rtol=0, atol=1e-15)
+    masses = torch.as_tensor(atoms.get_masses())
+    torch.testing.assert_close((masses[:, None] * shift).sum(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-14)
+
+
+def slow_response(model_file, frames, seed=0):
+    """rms change of the pair's slow force when every bond is moved apart at random."""
+    slow = load_model(model_file).slow
+    data = FrameSet(frames, bonds=True)
+    batch = data.collate(list(range(len(data))))
+    before = evaluate(slow, batch.state).forces.detach()
+    shift = bond_displacement(batch.bonds, batch.bond_weights, len(before), 0.03, torch.Generator().manual_seed(seed))
+    moved = evaluate(slow, dataclasses.replace(batch.state, positions=batch.state.positions + shift)).forces.detach()
+    return float(((moved - before) ** 2).mean().sqrt())
+
+
+def test_bond_response_penalty_makes_the_slow_force_flat_along_the_bonds(data_file, tmp_path):
+    frames = toy_water_frames(n_segments=2, seed=11)
+    response = {}
+    for weight in (0.0, 3000.0):  # the toy's force errors are tens of (eV/Å)², the response's 0.03
+        stages = {"fast": {"epochs": None, "steps": 6, "lr": 0.02}, "joint": {"epochs": None, "steps": 40, "lr": 0.01}}
+        config = tiny_config(data_file, tmp_path / f"w{weight}", stages=stages, loss={"slow_bond_response": weight})
+        summary = train(config, quiet=True)
+        response[weight] = slow_response(summary["results"]["pair"]["model_file"], frames)
+    assert response[3000.0] < 0.5 * response[0.0], response
 
 
 # --- checkpoints ------------------------------------------------------------------------------
