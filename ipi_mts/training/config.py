@@ -33,6 +33,8 @@ loss:
   slow_bond_response: 0.0    # λ of λ·mean |F_slow(x + Δ) − F_slow(x)|², Δ moving the atoms of
                              # every covalent bond apart by a random vector (training.losses)
   bond_displacement: 0.03    # ε (Å): standard deviation of each component of that vector
+  slow_bond_force: 0.0       # λ of λ·mean |f_b|², f_b the slow force on each covalent bond's
+                             # relative coordinate (training.losses)
 stages:                      # budgets: a stage ends at the first of epochs, steps, minutes
   fast:   {epochs: 10, steps: null, minutes: null, lr: 0.01}
   joint:  {epochs: 30, steps: null, minutes: null, lr: 0.005, fast: train, fast_lr_factor: 0.1}
@@ -128,9 +130,11 @@ class LossConfig:
     slow_smoothness: float = 0.0
     slow_bond_response: float = 0.0
     bond_displacement: float = 0.03
+    slow_bond_force: float = 0.0
 
     def check(self, where):
-        for name in ("energy_per_atom", "forces", "slow_smoothness", "slow_bond_response", "bond_displacement"):
+        for name in ("energy_per_atom", "forces", "slow_smoothness", "slow_bond_response", "bond_displacement",
+                     "slow_bond_force"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"{where}.{name}: must be a finite number >= 0, not {value}")

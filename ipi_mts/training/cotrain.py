@@ -22,7 +22,8 @@ Stage 2, "joint": the slow model is added and fast + slow is fitted to the same 
   pairs (Δ = one outer step) pushes the slow force to vary slowly along trajectories, and
   with `loss.slow_bond_response` λ > 0, λ·mean |F_slow(x + Δ) − F_slow(x)|², Δ moving every
   covalent bond's atoms apart at random (`training.losses`), not to follow the bonded atoms'
-  relative motion.
+  relative motion; with `loss.slow_bond_force` λ > 0, λ·mean |f_b|², f_b its force on each
+  bond's relative coordinate, not to act on it.
 Baseline, "single": one model with the slow architecture (or `models.single`), the same data
   and, by default, the budget of both pair stages together (`kind: single` or `both`).
 
@@ -65,7 +66,7 @@ from ..potentials.model_file import atomic_save, save_model
 from ..potentials.pair import LearnedPair
 from .batches import FrameSet, spread
 from .config import StageConfig, TrainConfig
-from .losses import bond_displacement, energy_force_loss, measure_errors, smoothness_penalty
+from .losses import bond_displacement, bond_forces, energy_force_loss, measure_errors, smoothness_penalty
 
 CHECKPOINT_FORMAT = "ipi-mts-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -222,12 +223,12 @@ class Trainer:
             train = self._fewer(train, c.data.max_train_frames)
         self.species = tuple(sorted({int(z) for a in frames for z in a.numbers}))
         pairs = c.loss.slow_smoothness > 0 and c.trains_pair
-        bonds = c.loss.slow_bond_response > 0 and c.trains_pair
+        bonds = (c.loss.slow_bond_response > 0 or c.loss.slow_bond_force > 0) and c.trains_pair
         self.train_set = FrameSet(train, self.device, group_pairs=pairs, bonds=bonds)
         self.val_set = FrameSet(val, self.device)
         self.test_set = FrameSet(test, self.device) if test else None
         if bonds and not any(len(f.bonds) for f in self.train_set.frames):
-            raise UserError("loss.slow_bond_response: the training frames have no covalent bonds")
+            raise UserError("loss.slow_bond_*: the training frames have no covalent bonds")
         if pairs and self.train_set.n_pairs == 0:
             raise UserError(
                 "loss.slow_smoothness needs frame pairs (frames sharing an info 'segment', one "
@@ -443,6 +444,7 @@ class Trainer:
         w = c.loss
         smooth_weight = w.slow_smoothness if stage == "joint" else 0.0
         bond_weight = w.slow_bond_response if stage == "joint" else 0.0
+        bond_force_weight = w.slow_bond_force if stage == "joint" else 0.0
         fast_cache = {} if frozen else None
         n_groups = len(self.train_set.groups)
         started = time.perf_counter() - float(position["elapsed_s"])
@@ -504,15 +506,18 @@ class Trainer:
                 if smooth_weight > 0 and slow_forces is not None
                 else torch.zeros((), dtype=torch.float64)
             )
-            response = torch.zeros((), dtype=torch.float64)
+            bonded = torch.zeros((), dtype=torch.float64)  # the bond penalties, weighted
             if bond_weight > 0:
                 shift = bond_displacement(
                     batch.bonds, batch.bond_weights, len(slow_forces), w.bond_displacement, generator
                 )
                 moved = dataclasses.replace(batch.state, positions=batch.state.positions + shift)
                 moved_forces = evaluate(self.models["slow"], moved, create_graph=True).forces
-                response = ((moved_forces - slow_forces) ** 2).mean().to(torch.float64)
-            total = loss + smooth_weight * smooth + bond_weight * response
+                bonded = bonded + bond_weight * ((moved_forces - slow_forces) ** 2).mean().to(torch.float64)
+            if bond_force_weight > 0:
+                on_bonds = bond_forces(slow_forces, batch.bonds, batch.bond_weights)
+                bonded = bonded + bond_force_weight * (on_bonds**2).mean().to(torch.float64)
+            total = loss + smooth_weight * smooth + bonded
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -524,7 +529,7 @@ class Trainer:
             position["epoch_loss"][1] += 1
             self.history["steps"].append(
                 [self.global_step, task, stage, value, float(l_e.detach()), float(l_f.detach()), float(smooth.detach()),
-                 optimizer.param_groups[0]["lr"], float(response.detach())]
+                 optimizer.param_groups[0]["lr"], float(bonded.detach())]
             )
             return value
 

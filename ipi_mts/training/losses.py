@@ -21,7 +21,13 @@ bond's centre of mass fixed, `batches.covalent_bonds`) and asks the slow force n
 In expectation over d that is ε² Σ_b Σ_a |H_slow w_b,a|² / 3n to first order: the slow force's
 response to each bonded pair's relative motion (stretch, bend and, for the hydrogens of a
 molecule, libration), which is what an outer MTS step longer than those motions' periods
-samples badly. Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of
+samples badly. The slow bond-force penalty asks instead that the slow force not act on any bond's
+relative coordinate r_b = x_j − x_i at all, its generalised force
+
+    f_b = −∂E_slow/∂r_b = (m_i F_slow,j − m_j F_slow,i)/(m_i + m_j),    B = (1/3K) Σ_b |f_b|²
+
+(zero when the slow force accelerates both atoms of every bond alike; for water: moves each
+molecule as a whole), which at every configuration also makes its curvature along r_b vanish. Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of
 the force components (meV/Å), as nequip does.
 """
 
@@ -55,6 +61,11 @@ def bond_displacement(bonds, weights, n_atoms: int, amplitude: float, generator=
     out = torch.zeros((n_atoms, 3), dtype=weights.dtype, device=weights.device)
     out.index_add_(0, bonds[:, 0], weights[:, :1] * d)
     return out.index_add_(0, bonds[:, 1], weights[:, 1:] * d)
+
+
+def bond_forces(forces, bonds, weights):
+    """f_b (K, 3): the generalised force on each bond's relative coordinate x_j − x_i."""
+    return weights[:, :1] * forces.index_select(0, bonds[:, 0]) + weights[:, 1:] * forces.index_select(0, bonds[:, 1])
 
 
 class ErrorStats:
@@ -123,4 +134,4 @@ def measure_errors(model, frames, batch_size: int = 8, components=None) -> dict:
         result[f"{name}_forces_mean_norm_mev_per_A"] = 1000.0 * norm / max(n, 1)
     return result
 
-__all__ = ["ErrorStats", "bond_displacement", "energy_force_loss", "measure_errors", "smoothness_penalty"]
+__all__ = ["ErrorStats", "bond_displacement", "bond_forces", "energy_force_loss", "measure_errors", "smoothness_penalty"]

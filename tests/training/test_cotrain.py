@@ -15,11 +15,12 @@ from ipi_mts.errors import UserError
 from ipi_mts.potentials import evaluate
 from ipi_mts.potentials.equivariant import EquivariantConfig, EquivariantPotential
 from ipi_mts.potentials.model_file import load_model
+from ipi_mts.state import State
 from ipi_mts.training import config_from_dict, load_config, train
 from ipi_mts.training.batches import FrameSet, covalent_bonds
 from ipi_mts.training.config import TrainConfig
 from ipi_mts.training.cotrain import Trainer
-from ipi_mts.training.losses import bond_displacement, measure_errors, smoothness_penalty
+from ipi_mts.training.losses import bond_displacement, bond_forces, measure_errors, smoothness_penalty
 from ipi_mts.training.toy import toy_water_frames, write_toy_water
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,6 +330,26 @@ def test_bond_displacement_moves_each_bond_apart_by_its_random_vector_with_fixed
     torch.testing.assert_close((masses[:, None] * shift).sum(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-14)
 
 
+def test_bond_forces_are_the_forces_on_the_bonds_relative_coordinates():
+    """f_b = −∂E/∂(x_j − x_i) at fixed centre of mass: E(x + Δ(d)) − E(x) ≈ −Σ_b f_b·d_b."""
+    from ase import Atoms
+
+    atoms = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[10] * 3, pbc=True)
+    bonds, weights = (torch.as_tensor(v) for v in covalent_bonds(atoms))
+    slow = EquivariantPotential(
+        EquivariantConfig(species=(1, 8), avg_num_neighbors=2.0, dtype="float64", **TINY_SLOW), seed=1
+    )
+    slow.set_scale_shift(1.0, 0.0)
+    state = State.from_ase([atoms], dtype=torch.float64)
+    out = evaluate(slow, state)
+    f = bond_forces(out.forces.detach(), bonds, weights)
+    d = 1e-5 * torch.randn((2, 3), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    shift = torch.zeros((3, 3), dtype=torch.float64)
+    shift.index_add_(0, bonds[:, 0], weights[:, :1] * d).index_add_(0, bonds[:, 1], weights[:, 1:] * d)
+    energy = lambda dx: float(evaluate(slow, dataclasses.replace(state, positions=state.positions + dx)).energy)  # noqa: E731
+    assert energy(shift) - energy(-shift) == pytest.approx(-2 * float((f * d).sum()), rel=1e-6)
+
+
 def slow_response(model_file, frames, seed=0):
     """rms change of the pair's slow force when every bond is moved apart at random."""
     slow = load_model(model_file).slow
@@ -349,6 +370,19 @@ def test_bond_response_penalty_makes_the_slow_force_flat_along_the_bonds(data_fi
         summary = train(config, quiet=True)
         response[weight] = slow_response(summary["results"]["pair"]["model_file"], frames)
     assert response[3000.0] < 0.5 * response[0.0], response
+
+
+def test_bond_force_penalty_keeps_the_slow_force_off_the_bonds(data_file, tmp_path):
+    frames = FrameSet(toy_water_frames(n_segments=2, seed=11), bonds=True)
+    batch = frames.collate(list(range(len(frames))))
+    on_bonds = {}
+    for weight in (0.0, 100.0):
+        stages = {"fast": {"epochs": None, "steps": 6, "lr": 0.02}, "joint": {"epochs": None, "steps": 40, "lr": 0.01}}
+        config = tiny_config(data_file, tmp_path / f"w{weight}", stages=stages, loss={"slow_bond_force": weight})
+        slow = load_model(train(config, quiet=True)["results"]["pair"]["model_file"]).slow
+        f = bond_forces(evaluate(slow, batch.state).forces.detach(), batch.bonds, batch.bond_weights)
+        on_bonds[weight] = float((f**2).mean().sqrt())
+    assert on_bonds[100.0] < 0.3 * on_bonds[0.0], on_bonds
 
 
 # --- checkpoints ------------------------------------------------------------------------------
