@@ -12,7 +12,9 @@ its bond), and for every molecule along its three rigid rotations about the O (l
 held by the hydrogen bonds), by a Hessian-vector product (autograd's double backward;
 checked against central finite differences of the forces on the first vector). Printed as
 a markdown table: the mean over vectors and frames, and the slow component's share of the
-sum.
+sum. A second table gives the RMS of each slow component's force and of its generalised force
+on every covalent bond's relative coordinate (`training.losses.bond_forces`, what
+`loss.slow_bond_force` penalises).
 
     OMP_NUM_THREADS=1 python benchmarks/slow_curvature.py --structure inputs/water-64/init.xyz \\
         --pairs water-pair:fast:slow,water-pair-resplit:fast:slow,qtip4pf-intra:full:qtip4pf-inter
@@ -27,6 +29,8 @@ import torch
 from ipi_mts.benchmarking import read_frames_xyz
 from ipi_mts.potentials import evaluate, load_potential
 from ipi_mts.state import State
+from ipi_mts.training.batches import covalent_bonds
+from ipi_mts.training.losses import bond_forces
 
 
 def directions(atoms):
@@ -92,10 +96,12 @@ def main():
     print(f"{len(frames)} frame(s) of {args.structure}, {len(frames[0]) // 3} molecules\n")
     print("| pair | coordinate | fast eV/Å² | slow eV/Å² | slow share | HVP vs finite difference (first bond, slow) |")
     print("|---|---|---|---|---|---|")
+    slows = {}
     for spec in args.pairs.split(","):
         a, b, c = spec.split(":")
         fast, slow = ((load_potential(a, b), load_potential(a, c)) if b != "full"
                       else (load_potential(a), load_potential(c)))
+        slows[spec] = slow
         for kind in ("stretch", "bend", "libration"):
             k = {"fast": [], "slow": []}
             for atoms in frames:
@@ -106,6 +112,17 @@ def main():
             v0 = directions(frames[0])[kind][0]
             check = f"{k['slow'][0][0]:.4f} vs {finite_difference(slow, frames[0], v0):.4f}"
             print(f"| {spec} | {kind} | {kf:.2f} | {ks:.2f} | {ks / (kf + ks):.3f} | {check} |", flush=True)
+    print("\n| pair | slow force RMS meV/Å | its force on the bonds' relative coordinates, RMS meV/Å |")
+    print("|---|---|---|")
+    for spec, slow in slows.items():
+        f, fb = [], []
+        for atoms in frames:
+            forces = evaluate(slow, State.from_ase([atoms])).forces.detach().double()
+            bonds, weights = (torch.as_tensor(x) for x in covalent_bonds(atoms))
+            f.append(forces.reshape(-1))
+            fb.append(bond_forces(forces, bonds, weights).reshape(-1))
+        rms = lambda x: 1000 * float(torch.cat(x).pow(2).mean().sqrt())  # noqa: E731
+        print(f"| {spec} | {rms(f):.0f} | {rms(fb):.0f} |", flush=True)
 
 
 if __name__ == "__main__":
