@@ -7,8 +7,8 @@ is its own group.
 
 With `bonds`, every frame also holds its covalent bonds (ASE's natural cutoffs × 1.2) and,
 for each bond (i, j), the weights that move its atoms apart by a vector d while their
-centre of mass stays: x_i −= m_j/(m_i+m_j) d, x_j += m_i/(m_i+m_j) d (the bond-response
-penalty of `losses`).
+centre of mass stays: x_i −= m_j/(m_i+m_j) d, x_j += m_i/(m_i+m_j) d (the bond
+penalties of `losses`).
 """
 
 from __future__ import annotations
