@@ -385,6 +385,18 @@ def test_bond_force_penalty_keeps_the_slow_force_off_the_bonds(data_file, tmp_pa
     assert on_bonds[100.0] < 0.3 * on_bonds[0.0], on_bonds
 
 
+def test_bond_penalties_need_covalent_bonds(tmp_path):
+    import ase.io
+
+    frames = toy_water_frames(n_segments=4, seed=2)
+    for a in frames:
+        a.set_cell(a.cell * 3, scale_atoms=True)  # O–H 2.9 Å: no bonds
+    path = tmp_path / "nobonds.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    with pytest.raises(UserError, match="have no covalent bonds"):
+        Trainer(tiny_config(path, tmp_path / "o", loss={"slow_bond_force": 1.0}), quiet=True)
+
+
 # --- checkpoints ------------------------------------------------------------------------------
 def test_interrupted_run_resumes_exactly(data_file, tmp_path):
     straight = tiny_config(data_file, tmp_path / "straight")
