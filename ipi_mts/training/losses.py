@@ -18,17 +18,20 @@ bond's centre of mass fixed, `batches.covalent_bonds`) and asks the slow force n
 
     R = (1/3n) Σ_i |F_slow,i(x + Δ(d)) − F_slow,i(x)|²                    (eV/Å)², per component
 
-In expectation over d that is ε² Σ_b Σ_a |H_slow w_b,a|² / 3n to first order: the slow force's
+In expectation over d that is, to first order, ε² Σ_b Σ_a |H_slow v_b,a|² / 3n, with v_b,a
+the displacement that moves bond b's atoms apart by a unit step along axis a: the slow force's
 response to each bonded pair's relative motion (stretch, bend and, for the hydrogens of a
-molecule, libration), which is what an outer MTS step longer than those motions' periods
-samples badly. The slow bond-force penalty asks instead that the slow force not act on any bond's
-relative coordinate r_b = x_j − x_i at all, its generalised force
+molecule, libration), which an outer MTS step longer than those motions' periods samples
+badly. The slow bond-force penalty asks instead that the slow force not act on any bond's
+relative coordinate r_b = x_j − x_i at all, through its generalised force
 
     f_b = −∂E_slow/∂r_b = (m_i F_slow,j − m_j F_slow,i)/(m_i + m_j),    B = (1/3K) Σ_b |f_b|²
 
 (zero when the slow force accelerates both atoms of every bond alike; for water: moves each
-molecule as a whole), which at every configuration also makes its curvature along r_b vanish. Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of
-the force components (meV/Å), as nequip does.
+molecule as a whole), which at every configuration also makes its curvature along r_b vanish.
+
+Errors are reported as MAE and RMSE of the energy per atom (meV/atom) and of the force
+components (meV/Å), as nequip does.
 """
 
 from __future__ import annotations
