@@ -68,9 +68,11 @@ THERMOSTAT_TAU_FS = {"svr": 200.0, "pile_l": 100.0}  # defaults: gentle, so that
 ISOKINETIC_TAU_FS = 20.0  # placement 'isokinetic' (SIN(R)): its thermostat masses kT τ² and friction 1/τ
 
 
-def _ff(name, model, component="full", in_process=False):
+def _ff(name, model, component="full", in_process=False, params=None):
     """A forcefield served by `ipi-mts serve` over a UNIX socket, or in i-PI's process."""
-    parameters = f"<parameters>{{model: {model}" + (f", component: {component}" if component != "full" else "") + "}</parameters>"
+    extra = "".join(f", {k}: {v}" for k, v in (params or {}).items())
+    parameters = (f"<parameters>{{model: {model}" + (f", component: {component}" if component != "full" else "")
+                  + extra + "}</parameters>")
     if in_process:
         return f"  <ffdirect name='{name}'><pes>ipi_mts</pes>{parameters}</ffdirect>"
     return (f"  <ffsocket name='{name}' mode='unix' pbc='false'><address>b{uuid.uuid4().hex[:10]}</address>"
@@ -86,6 +88,12 @@ class Method(NamedTuple):
     splitting: str | None = None  # mode='mts' splitting ('baoab'), None for i-PI's default (obabo)
     gle: bool = False  # the high-pass GLE (`highpass_gle`) in place of the benchmark's thermostat
     slow_beads: int | None = None  # path integrals: the slow force contracted to this many beads, None: every bead
+    slow_params: dict | None = None  # extra <parameters> of the slow forcefield (':molly': MOLLY's averaging)
+
+
+# MOLLY's rigid water for ':molly' methods: q-TIP4P/F's mean O–H length and HOH angle at 300 K
+# (its 0.5 fs reference run of benchmarks/placement_seeds.py, water-64: 0.963 Å, 104.9°)
+MOLLY_WATER = "rigid:0.963:104.9"
 
 
 def map_stride_fs(model: str) -> float:
@@ -103,7 +111,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     outer step Δt fs, or 'pair:Δt/δt…' with inner step δt fs in place of `inner_fs`;
     'inner': mode='mts' with the thermostat inside, 'isokinetic': SIN(R), splitting obabo or
     baoab; then ':gle': the high-pass GLE of `highpass_gle` as the thermostat; last ':rpcK':
-    with path integrals, the slow force ring-polymer contracted to K beads), 'vv:Δt' (the
+    with path integrals, the slow force ring-polymer contracted to K beads; ':molly' anywhere
+    after Δt: the slow force mollified, `potentials.mollified` with MOLLY_WATER), 'vv:Δt' (the
     reference at Δt), 'midpoint:Δt' (the implicit midpoint map of the
     reference), 'map:MODEL' (a learned map at its stride; its anchor must be the reference) or
     'direct:MODEL' (that map's direct predictor alone, no solve)."""
@@ -118,6 +127,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
     if kind in ("map", "direct"):
         model = resolved_model(rest)
         return Method(map_stride_fs(rest), None, reference, map_model=model if kind == "map" else f"direct:{model}")
+    molly = ":molly" in rest
+    rest = rest.replace(":molly", "")
     contraction = re.search(r":rpc(\d+)$", rest)
     rest = rest[:contraction.start()] if contraction else rest
     outer_text, _, placement = rest.partition(":")
@@ -139,7 +150,8 @@ def parse_method(method: str, models: dict, inner_fs: float = 0.5) -> Method:
         raise UserError(f"unknown benchmark method {method!r}")
     ffs = [("slow", *slow, "[1, 0]"), ("fast", *fast, "[0, 1]")]
     return Method(outer, int(round(n_inner)), ffs, placement or None, splitting=splitting or None, gle=gle,
-                  slow_beads=int(contraction.group(1)) if contraction else None)
+                  slow_beads=int(contraction.group(1)) if contraction else None,
+                  slow_params={"mollify": MOLLY_WATER} if molly else None)
 
 
 def resolved_model(model: str) -> str:
@@ -237,8 +249,8 @@ def method_xml(method, models, structure, time_ps, ensemble, temperature=300.0, 
     return TEMPLATE.format(
         pstride=max(1, int(round(5.0 / m.dt))), tstride=frame_stride(frame_fs, m.dt), steps=steps, temps=temps,
         beads=beads, safe_stride=int(safe_stride),
-        seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process")
-                              for name, model, comp, _ in m.ffs),
+        seed=seed, ffs="\n".join(_ff(name, model, comp, name == "fast" and fast == "in-process",
+                                  m.slow_params if name == "slow" else None) for name, model, comp, _ in m.ffs),
         structure=Path(structure).resolve(), temperature=temperature,
         structure_sha=_sha(Path(structure)),
         weights_sha=weights_sha([model for _, model, _, _ in m.ffs]

@@ -22,7 +22,7 @@ REFERENCE_POTENTIALS = {
 # shipped learned models: NAME -> ipi_mts/models/NAME.pt (trained and added separately)
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 SHIPPED_MODELS = ("water-pair", "water-pair-resplit", "water-baseline")
-MODEL_FILE_PARAMS = ("dtype",)
+MODEL_FILE_PARAMS = ("dtype", "mollify")
 ASE_PREFIX = "ase:"  # ase:NAME, any ASE calculator (ase_calculator.py)
 
 
@@ -43,7 +43,8 @@ def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
     file path (`*.pt`, see `model_file`), or a shipped model NAME (`ipi_mts/models/NAME.pt`).
 
     `component` selects the fast or slow part of a learned pair; reference potentials and
-    single learned models have only `full`. A model file takes `dtype` (float32/float64).
+    single learned models have only `full`. A model file takes `dtype` (float32/float64) and
+    `mollify` ('rigid:R0:THETA0': the model seen through MOLLY's rigid averaging, mollified.py).
     `ase:NAME` is ASE's calculator NAME (e.g. ase:EMT), built with `params`.
     """
     is_ase = name.lower().startswith(ASE_PREFIX)
@@ -57,7 +58,12 @@ def load_potential(name: str, component: str = "full", **params) -> EnergyModel:
             )
         from .model_file import load_component
 
-        return load_component(path, component, dtype=params.get("dtype"))
+        model = load_component(path, component, dtype=params.get("dtype"))
+        if params.get("mollify") is not None:  # MOLLY's rigid averaging (mollified.py)
+            from .mollified import RigidMollified, parse_mollify
+
+            model = RigidMollified(model, *parse_mollify(params["mollify"]))
+        return model
     if component != "full":
         raise UserError(f"model {name!r} has no {component!r} component (only 'full')")
     kwargs = {k: _number(v) for k, v in params.items()}
