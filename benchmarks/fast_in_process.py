@@ -17,7 +17,8 @@ With `--beads P`, every run is a path-integral run with P beads; an outer step '
 contracts the pair's slow force to K beads (1: the centroid); the conventional model runs on
 every bead. With `--code DIR`, every MD case also runs with another checkout's package
 (a `git worktree` of an earlier commit, say), interleaved with this one's: a change's effect
-measured side by side.
+measured side by side. With several pairs in `--pair` (comma-separated), every outer step runs
+with each, interleaved, against the same conventional runs.
 """
 
 import argparse
@@ -27,39 +28,43 @@ import tempfile
 from pathlib import Path
 
 from ipi_mts import units
-from ipi_mts.benchmarking import method_xml, run_folder, run_method, time_alone
+from ipi_mts.benchmarking import method_xml, resolved_model, run_folder, run_method, time_alone
 from ipi_mts.evaluation import read_trajectory
 from ipi_mts.server.evaluator import WireEvaluator
 
 
 def md_table(args, models):
-    methods = [("conventional", "socket")] + [
-        (f"pair:{o}", fast) for o in args.outer.split(",") for fast in args.fast.split(",")
+    pairs = [resolved_model(p) for p in args.pair.split(",")]
+    methods = [("conventional", "", "socket")] + [
+        (f"pair:{o}", pair, fast) for pair in pairs for o in args.outer.split(",") for fast in args.fast.split(",")
     ]
     codes = [""] + [str(Path(c).resolve()) for c in args.code.split(",") if c]  # "": this checkout
-    cases = [(code, method, fast) for code in codes for method, fast in methods]
+    cases = [(code, method, pair, fast) for code in codes for method, pair, fast in methods]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ipi-mts-fast-"))
     ms, dts = {case: [] for case in cases}, {}
     for repeat in range(args.repeats):
-        for code, method, fast in cases:
-            xml, dts[method] = method_xml(method, models, Path(args.structure), args.ps, "nvt", fast=fast,
-                                          thermostat=args.thermostat, beads=args.beads,
+        for case in cases:
+            code, method, pair, fast = case
+            xml, dts[method] = method_xml(method, {**models, "pair": pair or pairs[0]}, Path(args.structure),
+                                          args.ps, "nvt", fast=fast, thermostat=args.thermostat, beads=args.beads,
                                           safe_stride=args.safe_stride)
-            label = f"-{Path(code).name}" if code else ""
+            label = (f"-{Path(pair).stem}" if len(pairs) > 1 and pair else "") + (f"-{Path(code).name}" if code else "")
             workdir = root / f"{run_folder(method)}-{fast}{label}-{repeat}"
             env = dict(os.environ, PYTHONPATH=code) if code else None
-            ms[(code, method, fast)].append(run_method(workdir, xml, env=env)["ms_per_step"])
-            print(f"{method} ({fast}{', ' + code if code else ''}): {ms[(code, method, fast)][-1]:.1f} ms/step", flush=True)
+            ms[case].append(run_method(workdir, xml, env=env)["ms_per_step"])
+            where = ", ".join(x for x in (fast, pair if len(pairs) > 1 else "", code) if x)
+            print(f"{method} ({where}): {ms[case][-1]:.1f} ms/step", flush=True)
     conventional = [x / dts["conventional"] for x in ms[cases[0]]]
     base = statistics.median(conventional)
-    print("\n| code | method | fast force | ms per step | s per ps (median) | speedup (medians) "
-          "| speedup in each repeat |\n|---|---|---|---|---|---|---|")
-    for code, method, fast in cases:
-        per_fs = [x / dts[method] for x in ms[(code, method, fast)]]
-        runs = ", ".join(f"{x:.0f}" for x in ms[(code, method, fast)])
+    print("\n| code | pair | method | fast force | ms per step | s per ps (median) | speedup (medians) "
+          "| speedup in each repeat |\n|---|---|---|---|---|---|---|---|")
+    for case in cases:
+        code, method, pair, fast = case
+        per_fs = [x / dts[method] for x in ms[case]]
+        runs = ", ".join(f"{x:.0f}" for x in ms[case])
         each = ", ".join(f"{c / x:.2f}" for c, x in zip(conventional, per_fs))  # runs side by side in time
-        print(f"| {code or 'this checkout'} | {method} | {fast if method != 'conventional' else '–'} | {runs} "
-              f"| {statistics.median(per_fs):.0f} | {base / statistics.median(per_fs):.2f} | {each} |")
+        print(f"| {code or 'this checkout'} | {pair or '–'} | {method} | {fast if method != 'conventional' else '–'} "
+              f"| {runs} | {statistics.median(per_fs):.0f} | {base / statistics.median(per_fs):.2f} | {each} |")
 
 
 def alone_table(args, models):
@@ -80,7 +85,8 @@ def alone_table(args, models):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--structure", default="inputs/water-216/init.xyz")
-    parser.add_argument("--pair", default="water-pair", help="the pair run on MTS")
+    parser.add_argument("--pair", default="water-pair",
+                        help="the pair run on MTS; several, comma-separated, run side by side")
     parser.add_argument("--baseline", default="water-baseline", help="the conventional model")
     parser.add_argument("--outer", default="1.5,2",
                         help="outer steps in fs, comma-separated; STEP:inner for mode='mts' with the thermostat inside, "

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ipi_mts import units
-from ipi_mts.benchmarking import (method_family, method_xml, parse_method, resolved_model, run_method, same_input,
-                                  time_alone)
+from ipi_mts.benchmarking import (MOLLY_WATER, method_family, method_xml, parse_method, resolved_model, run_method,
+                                  same_input, time_alone)
 from ipi_mts.errors import UserError
 
 MODELS = {"pair": "water-pair", "conventional": "water-baseline", "reference": "qtip4pf"}
@@ -25,7 +25,7 @@ def test_methods_map_to_time_steps_and_levels():
         parse_method("pair:2:outer:baoab", MODELS)
     m = parse_method("pair:2.5:inner:baoab:gle", MODELS)
     assert (m.dt, m.placement, m.splitting, m.gle) == (2.5, "inner", "baoab", True)
-    assert parse_method("pair:2:gle", MODELS)[3:] == (None, None, None, True, None)
+    assert parse_method("pair:2:gle", MODELS)[3:] == (None, None, None, True, None, None)
     m = parse_method("pair:2", MODELS)
     assert (m.dt, m.n_inner, m.placement, m.splitting, m.gle) == (2.0, 4, None, None, False)
     assert [(f[1], f[2]) for f in m.ffs] == [("water-pair", "slow"), ("water-pair", "fast")]
@@ -34,7 +34,10 @@ def test_methods_map_to_time_steps_and_levels():
     m = parse_method("map:al-map-16fs", {"reference": "ase:EMT"})
     assert (m.dt, m.map_model) == (pytest.approx(16.0), "al-map-16fs")
     m = parse_method("pair:4/1:isokinetic", MODELS)
-    assert (m.dt, m.n_inner, m.placement) == (4.0, 4, "isokinetic")
+    assert (m.dt, m.n_inner, m.placement, m.slow_params) == (4.0, 4, "isokinetic", None)
+    m = parse_method("pair:4/1:isokinetic:molly:rpc1", MODELS)
+    assert (m.dt, m.n_inner, m.placement, m.slow_beads) == (4.0, 4, "isokinetic", 1)
+    assert m.slow_params == {"mollify": MOLLY_WATER}
     with pytest.raises(UserError, match="not a multiple"):
         parse_method("pair:1.2", MODELS)
     with pytest.raises(UserError, match="not a multiple"):
