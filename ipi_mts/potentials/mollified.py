@@ -53,7 +53,8 @@ class RigidMollified(EnergyModel):
         self.model.check(numbers)
         numbers = torch.as_tensor(numbers)
         triples = numbers.reshape(-1, 3) if numbers.numel() % 3 == 0 else None
-        if triples is None or not bool((triples[:, 1] == triples[:, 2]).all()) or bool((triples[:, 0] == triples[:, 1]).any()):
+        if (triples is None or not bool((triples[:, 1] == triples[:, 2]).all())
+                or bool((triples[:, 0] == triples[:, 1]).any())):
             raise UserError("mollify: rigid needs molecules X-Y2 in consecutive triples, the central atom first")
 
     def default_numbers(self, n_atoms: int):
@@ -68,8 +69,8 @@ class RigidMollified(EnergyModel):
         self.check(state.numbers)
         pos = state.positions.reshape(-1, 3, 3)
         cell = state.cell[state.batch.reshape(-1, 3)[:, 0]]  # each molecule's structure's cell
-        masses = torch.tensor([Elements.mass_list[s] for s in symbols(state.numbers[:3].tolist())],
-                              dtype=pos.dtype, device=pos.device)
+        mass = torch.tensor([Elements.mass_list[s] for s in symbols(state.numbers.tolist())],
+                            dtype=pos.dtype, device=pos.device).reshape(-1, 3, 1)
         d = pos[:, 1:] - pos[:, :1]  # (n_mol, 2, 3) bond vectors, to the nearest image
         periodic = torch.linalg.det(cell).abs() > 0
         if bool(periodic.any()):
@@ -80,8 +81,7 @@ class RigidMollified(EnergyModel):
         b = b / torch.linalg.vector_norm(b, dim=-1, keepdim=True)
         e = u[:, 0] - u[:, 1]
         e = e / torch.linalg.vector_norm(e, dim=-1, keepdim=True)
-        m_x, m_y = masses[0], masses[1]
-        total = m_x + 2 * m_y
+        m_y, total = mass[:, 1], mass.sum(1)  # each molecule's (n_mol, 1)
         com = pos[:, 0] + m_y * (d[:, 0] + d[:, 1]) / total
         half = self.theta0 / 2
         centre = com - 2 * m_y * self.r0 * math.cos(half) * b / total

@@ -14,7 +14,7 @@ from ipi_mts.errors import UserError
 from ipi_mts.evaluation import read_trajectory
 from ipi_mts.potentials import evaluate, load_potential
 from ipi_mts.potentials.mollified import RigidMollified, parse_mollify
-from ipi_mts.state import State
+from ipi_mts.state import State, symbols
 
 WATER = "inputs/water-64/init.xyz"
 M_O, M_H = Elements.mass_list["O"], Elements.mass_list["H"]
@@ -37,14 +37,18 @@ def mollified(model="lj", spec=MOLLY_WATER):
 
 
 def test_molecules_are_rigid_with_the_same_centre_of_mass(water):
-    model = mollified()
-    a = model.averaged(water).reshape(-1, 3, 3)
+    """Each molecule keeps its own centre of mass: one of them made H2S here."""
+    numbers = water.numbers.clone()
+    numbers[9] = 16
+    water = replace(water, numbers=numbers)
+    a = mollified().averaged(water).reshape(-1, 3, 3)
     d = a[:, 1:] - a[:, :1]
     r = torch.linalg.vector_norm(d, dim=-1)
     angle = torch.acos((d[:, 0] * d[:, 1]).sum(-1) / (r[:, 0] * r[:, 1]))
     torch.testing.assert_close(r, torch.full_like(r, 0.963), rtol=0, atol=1e-12)
     torch.testing.assert_close(angle, torch.full_like(angle, math.radians(104.9)), rtol=0, atol=1e-10)
-    mass = torch.tensor([M_O, M_H, M_H], dtype=torch.float64)[None, :, None]
+    mass = torch.tensor([Elements.mass_list[s] for s in symbols(numbers.tolist())], dtype=torch.float64)
+    mass = mass.reshape(-1, 3, 1)
     q = water.positions.reshape(-1, 3, 3).clone()
     q[0, 1:] -= water.cell[0, 0]  # the split molecule made whole
     torch.testing.assert_close((a * mass).sum(1), (q * mass).sum(1), rtol=0, atol=1e-10)
