@@ -48,7 +48,7 @@ def md_table(args, models):
             xml, dts[method] = method_xml(method, {**models, "pair": pair or pairs[0]}, Path(args.structure),
                                           args.ps, "nvt", fast=fast, thermostat=args.thermostat, beads=args.beads,
                                           safe_stride=args.safe_stride)
-            label = (f"-{Path(pair).stem}" if len(pairs) > 1 and pair else "") + (f"-{Path(code).name}" if code else "")
+            label = (f"-pair{pairs.index(pair)}" if len(pairs) > 1 and pair else "") + (f"-{Path(code).name}" if code else "")
             workdir = root / f"{run_folder(method)}-{fast}{label}-{repeat}"
             env = dict(os.environ, PYTHONPATH=code) if code else None
             ms[case].append(run_method(workdir, xml, env=env)["ms_per_step"])

@@ -92,7 +92,7 @@ class Method(NamedTuple):
 
 
 # MOLLY's rigid water for ':molly' methods: q-TIP4P/F's mean O–H length and HOH angle at 300 K
-# (its 0.5 fs reference run of benchmarks/placement_seeds.py, water-64: 0.963 Å, 104.9°)
+# (its 0.5 fs reference run of benchmarks/placement_seeds.py, water-64, by benchmarks/molecule_geometry.py)
 MOLLY_WATER = "rigid:0.963:104.9"
 
 

@@ -51,26 +51,21 @@ class RigidMollified(EnergyModel):
 
     def check(self, numbers) -> None:
         self.model.check(numbers)
-        numbers = torch.as_tensor(numbers)
-        triples = numbers.reshape(-1, 3) if numbers.numel() % 3 == 0 else None
-        if (triples is None or not bool((triples[:, 1] == triples[:, 2]).all())
-                or bool((triples[:, 0] == triples[:, 1]).any())):
-            raise UserError("mollify: rigid needs molecules X-Y2 in consecutive triples, the central atom first")
+        _triples(numbers)
 
     def default_numbers(self, n_atoms: int):
         return self.model.default_numbers(n_atoms)
 
     def averaged(self, state: State) -> torch.Tensor:
         """A(q): the positions of the rigid molecules (n_atoms, 3)."""
-        from ipi.utils.units import Elements
+        from .model_file import ipi_masses
 
-        from ..state import symbols
-
-        self.check(state.numbers)
+        triples = _triples(state.numbers)
+        species = torch.unique(triples)
+        table = torch.tensor(ipi_masses(species.tolist()), dtype=state.positions.dtype, device=state.positions.device)
+        mass = table[torch.searchsorted(species, triples)].unsqueeze(-1)  # (n_mol, 3, 1) i-PI's masses
         pos = state.positions.reshape(-1, 3, 3)
         cell = state.cell[state.batch.reshape(-1, 3)[:, 0]]  # each molecule's structure's cell
-        mass = torch.tensor([Elements.mass_list[s] for s in symbols(state.numbers.tolist())],
-                            dtype=pos.dtype, device=pos.device).reshape(-1, 3, 1)
         d = pos[:, 1:] - pos[:, :1]  # (n_mol, 2, 3) bond vectors, to the nearest image
         periodic = torch.linalg.det(cell).abs() > 0
         if bool(periodic.any()):
@@ -91,3 +86,13 @@ class RigidMollified(EnergyModel):
 
     def energy(self, state: State) -> torch.Tensor:
         return self.model.energy(replace(state, positions=self.averaged(state)))
+
+
+def _triples(numbers) -> torch.Tensor:
+    """The atomic numbers as (n_mol, 3) molecules X–Y₂, or a UserError."""
+    numbers = torch.as_tensor(numbers)
+    triples = numbers.reshape(-1, 3) if numbers.numel() % 3 == 0 else None
+    if (triples is None or not bool((triples[:, 1] == triples[:, 2]).all())
+            or bool((triples[:, 0] == triples[:, 1]).any())):
+        raise UserError("mollify: rigid needs molecules X-Y2 in consecutive triples, the central atom first")
+    return triples
